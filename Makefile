@@ -1,0 +1,47 @@
+# cdpvault build, run and test entry points. Every target installs what it needs.
+GO ?= go
+BIN := bin/cdpvault
+CHROMIUM ?= /usr/bin/chromium
+export CDPVAULT_CHROMIUM := $(CHROMIUM)
+
+.PHONY: build run test bench check deps chromium npm-deps fuzz-smoke clean
+
+build:
+	$(GO) build -o $(BIN) .
+
+# Chromium from Debian's packages; never a browser download.
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "installing chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+
+# npm clients used by the end-to-end tests (no browser download).
+npm-deps:
+	@cd e2e && if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/puppeteer-core ]; then \
+		PUPPETEER_SKIP_DOWNLOAD=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error; \
+	fi
+
+deps: chromium npm-deps
+	$(GO) mod download
+
+run: chromium build
+	./$(BIN) serve
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) fuzz-smoke
+
+fuzz-smoke:
+	$(GO) test -run '^$$' -fuzz '^FuzzScrub$$' -fuzztime 10s ./redact/
+
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...
+
+check:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
+
+clean:
+	rm -rf bin
