@@ -10,6 +10,12 @@ import (
 // interceptor replaces is forwarded as exactly these bytes.
 //
 // The header fields are parsed once by the proxy before the interceptors run.
+//
+// Lifetime: a *Message and its Raw bytes are only valid during the
+// interceptor call that receives them. Raw lives in a pooled buffer that the
+// proxy wipes as soon as the message has been written; an interceptor that
+// keeps a message for later (to hold or reorder it) must copy Raw (and wipe
+// its copy when done) and must not modify Raw in place.
 type Message struct {
 	Raw []byte
 
@@ -87,6 +93,11 @@ type Conn interface {
 	// Target returns what the proxy knows of a flattened CDP session id
 	// ("" is the connection's own root session).
 	Target(sessionID string) (TargetInfo, bool)
+	// Call must not be used on the Conn handed to Event (the response would
+	// have to be read by the goroutine that is blocked in Event): there it
+	// returns ErrCallInEvent at once. Use the Conn from Command, or call it
+	// from another goroutine with the Conn kept from Command.
+	//
 	// Call sends a command of the daemon's own to the browser on the given
 	// CDP session and waits for its result. Its id is drawn from a range the
 	// client cannot use, and its response is never shown to the client. The
