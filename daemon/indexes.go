@@ -1,0 +1,330 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/cdpvault/cdpvault/cdpproxy"
+	"github.com/cdpvault/cdpvault/geo"
+	"github.com/cdpvault/cdpvault/inject"
+	"github.com/cdpvault/cdpvault/redact"
+	"github.com/cdpvault/cdpvault/secretstore"
+)
+
+// tenantIndex is the scrub index of one tenant, shared by its sessions. An
+// index is swapped under mu's write lock and destroyed only after; scrubbing
+// holds the read lock, so a running scrub never sees its index destroyed.
+type tenantIndex struct {
+	tenant  string
+	t       *secretstore.Tenant
+	mu      sync.RWMutex
+	ix      *redact.Index
+	rev     int64
+	credRev int64
+	refs    int // guarded by indexCache.mu
+}
+
+// Index implements scrub.Source; callers hold mu.RLock (see guarded).
+func (ti *tenantIndex) Index() *redact.Index { return ti.ix }
+
+// guarded runs the scrub interceptor under its index's read lock.
+type guarded struct {
+	inner cdpproxy.Interceptor
+	ix    *tenantIndex
+}
+
+func (g guarded) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	g.ix.mu.RLock()
+	defer g.ix.mu.RUnlock()
+	return g.inner.Command(ctx, c, m)
+}
+
+func (g guarded) Event(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	g.ix.mu.RLock()
+	defer g.ix.mu.RUnlock()
+	return g.inner.Event(ctx, c, m)
+}
+
+func (g guarded) Close() { g.inner.Close() }
+
+// indexCache keeps the scrub index of every tenant with a running session,
+// current as secrets change (through the API at once, through the CLI of
+// another process within refreshInterval), and one index over every tenant
+// for the daemon's own logs.
+type indexCache struct {
+	store      *secretstore.Store
+	geo        *geo.Router
+	credTenant string
+	logger     *slog.Logger
+
+	mu      sync.Mutex
+	tenants map[string]*tenantIndex
+
+	logMu   sync.RWMutex
+	logIx   atomic.Pointer[redact.Index]
+	logRevs map[string]int64
+}
+
+const (
+	refreshInterval = time.Second
+	logIndexGrace   = 5 * time.Second
+)
+
+func newIndexCache() *indexCache {
+	return &indexCache{tenants: map[string]*tenantIndex{}, logger: slog.New(slog.DiscardHandler)}
+}
+
+// acquire returns the tenant's index, building it on first use.
+func (c *indexCache) acquire(ctx context.Context, t *secretstore.Tenant) (*tenantIndex, error) {
+	c.mu.Lock()
+	ti, ok := c.tenants[t.Name()]
+	if !ok {
+		ti = &tenantIndex{tenant: t.Name(), t: t, rev: -1, credRev: -1}
+		c.tenants[t.Name()] = ti
+	}
+	ti.refs++
+	c.mu.Unlock()
+	if err := c.refresh(ctx, ti); err != nil {
+		c.release(ti)
+		return nil, err
+	}
+	return ti, nil
+}
+
+// release drops a reference; the last one destroys the index.
+func (c *indexCache) release(ti *tenantIndex) {
+	c.mu.Lock()
+	ti.refs--
+	last := ti.refs == 0
+	if last {
+		delete(c.tenants, ti.tenant)
+	}
+	c.mu.Unlock()
+	if last {
+		ti.mu.Lock()
+		if ti.ix != nil {
+			ti.ix.Destroy()
+			ti.ix = nil
+		}
+		ti.mu.Unlock()
+	}
+}
+
+// changed is called after the API wrote a tenant's secrets.
+func (c *indexCache) changed(tenant string) {
+	c.mu.Lock()
+	ti := c.tenants[tenant]
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if ti != nil {
+		if err := c.refresh(ctx, ti); err != nil {
+			c.logger.Error("scrub index refresh", "tenant", tenant, "err", err)
+		}
+	}
+	if err := c.refreshLog(ctx, true); err != nil {
+		c.logger.Error("log scrub index refresh", "err", err)
+	}
+}
+
+// refresh rebuilds ti if its tenant's (or the geo credentials') secrets
+// changed since the last build.
+func (c *indexCache) refresh(ctx context.Context, ti *tenantIndex) error {
+	rev, err := ti.t.Revision(ctx)
+	if err != nil {
+		return fmt.Errorf("revision: %w", err)
+	}
+	credRev := int64(0)
+	var cred *secretstore.Tenant
+	if c.geo != nil && c.credTenant != "" {
+		cred, err = c.store.Tenant(ctx, c.credTenant)
+		if err == nil {
+			if credRev, err = cred.Revision(ctx); err != nil {
+				return fmt.Errorf("revision: %w", err)
+			}
+		} else if !errors.Is(err, secretstore.ErrNotFound) {
+			return fmt.Errorf("credentials tenant: %w", err)
+		}
+	}
+	ti.mu.RLock()
+	same := ti.ix != nil && ti.rev == rev && ti.credRev == credRev
+	ti.mu.RUnlock()
+	if same {
+		return nil
+	}
+	b := redact.NewBuilder()
+	if err := ti.t.RevealAll(ctx, func(m secretstore.Meta, v *memguard.LockedBuffer) error {
+		return b.Add(m.Name, v.Bytes())
+	}); err != nil {
+		return fmt.Errorf("load secrets: %w", err)
+	}
+	if cred != nil {
+		for _, name := range c.geo.SecretNames() {
+			v, _, err := cred.Reveal(ctx, name)
+			if errors.Is(err, secretstore.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("geo credential: %w", err)
+			}
+			err = b.Add(name, v.Bytes())
+			v.Destroy()
+			if err != nil {
+				return fmt.Errorf("geo credential: %w", err)
+			}
+		}
+	}
+	ix, err := b.Build()
+	if err != nil {
+		return fmt.Errorf("build index: %w", err)
+	}
+	ti.mu.Lock()
+	old := ti.ix
+	ti.ix, ti.rev, ti.credRev = ix, rev, credRev
+	ti.mu.Unlock()
+	if old != nil {
+		old.Destroy()
+	}
+	return nil
+}
+
+// logIndex is the index the log handler scrubs with.
+func (c *indexCache) logIndex() *redact.Index { return c.logIx.Load() }
+
+// refreshLog rebuilds the log index over every tenant when any changed.
+func (c *indexCache) refreshLog(ctx context.Context, force bool) error {
+	if c.store == nil {
+		return nil
+	}
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
+	tenants, err := c.store.ListTenants(ctx)
+	if err != nil {
+		return fmt.Errorf("list tenants: %w", err)
+	}
+	revs := make(map[string]int64, len(tenants))
+	handles := make([]*secretstore.Tenant, 0, len(tenants))
+	for _, ti := range tenants {
+		t, err := c.store.Tenant(ctx, ti.Name)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		r, err := t.Revision(ctx)
+		if err != nil {
+			return fmt.Errorf("revision: %w", err)
+		}
+		revs[ti.Name] = r
+		handles = append(handles, t)
+	}
+	if !force && c.logIx.Load() != nil && sameRevs(revs, c.logRevs) {
+		return nil
+	}
+	b := redact.NewBuilder()
+	for _, t := range handles {
+		if err := t.RevealAll(ctx, func(m secretstore.Meta, v *memguard.LockedBuffer) error {
+			return b.Add(m.Name, v.Bytes())
+		}); err != nil {
+			return fmt.Errorf("load secrets: %w", err)
+		}
+	}
+	ix, err := b.Build()
+	if err != nil {
+		return fmt.Errorf("build log index: %w", err)
+	}
+	// A log call may still be scrubbing with the old index, and Destroy
+	// unmaps its memory: destroy it once any such call has long finished.
+	if old := c.logIx.Swap(ix); old != nil {
+		time.AfterFunc(logIndexGrace, old.Destroy)
+	}
+	c.logRevs = revs
+	return nil
+}
+
+func sameRevs(a, b map[string]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// refreshLoop keeps indexes current with changes made by other processes.
+func (c *indexCache) refreshLoop(ctx context.Context) {
+	if err := c.refreshLog(ctx, true); err != nil {
+		c.logger.Error("log scrub index", "err", err)
+	}
+	t := time.NewTicker(refreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		all := make([]*tenantIndex, 0, len(c.tenants))
+		for _, ti := range c.tenants {
+			all = append(all, ti)
+		}
+		c.mu.Unlock()
+		for _, ti := range all {
+			if err := c.refresh(ctx, ti); err != nil && ctx.Err() == nil {
+				c.logger.Error("scrub index refresh", "tenant", ti.tenant, "err", err)
+			}
+		}
+		if err := c.refreshLog(ctx, false); err != nil && ctx.Err() == nil {
+			c.logger.Error("log scrub index refresh", "err", err)
+		}
+	}
+}
+
+// destroy wipes every index (shutdown).
+func (c *indexCache) destroy() {
+	c.mu.Lock()
+	for name, ti := range c.tenants {
+		ti.mu.Lock()
+		if ti.ix != nil {
+			ti.ix.Destroy()
+			ti.ix = nil
+		}
+		ti.mu.Unlock()
+		delete(c.tenants, name)
+	}
+	c.mu.Unlock()
+	c.logMu.Lock()
+	if ix := c.logIx.Swap(nil); ix != nil {
+		ix.Destroy()
+	}
+	c.logMu.Unlock()
+}
+
+// tenantAudit stores injection audit records in the tenant's log.
+type tenantAudit struct {
+	t       *secretstore.Tenant
+	session string
+	logger  *slog.Logger
+}
+
+func (a tenantAudit) Audit(ctx context.Context, r inject.Record) {
+	rec := secretstore.AuditRecord{
+		Time: r.Time, Session: a.session, Secret: r.Secret, Version: r.Version,
+		Origin: r.Origin, Sink: r.Sink, Result: r.Result, Reason: r.Reason,
+	}
+	if rec.Time.IsZero() {
+		rec.Time = time.Now().UTC()
+	}
+	if err := a.t.AppendAudit(context.WithoutCancel(ctx), rec); err != nil {
+		a.logger.Error("audit append", "session", a.session, "err", err)
+	}
+}
