@@ -1,0 +1,496 @@
+package geo
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/awnumar/memguard"
+	"golang.org/x/net/proxy"
+)
+
+// failKind classifies why an attempt through an upstream failed.
+type failKind int
+
+const (
+	// failUpstream: the upstream itself is unreachable or broken (dial, TLS,
+	// protocol, timeout). The upstream is marked down.
+	failUpstream failKind = iota + 1
+	// failAuth: the upstream refused our credentials (407, SOCKS auth). The
+	// cached credential is dropped and the upstream marked down.
+	failAuth
+	// failTarget: the upstream works but could not reach the target. The
+	// session still tries another upstream, but this one stays up.
+	failTarget
+)
+
+// attemptError is the error of one attempt through one upstream. Its text
+// names the pool, the upstream index and host:port, never a credential.
+type attemptError struct {
+	kind failKind
+	what string
+	err  error
+}
+
+func (e *attemptError) Error() string {
+	if e.err == nil {
+		return e.what
+	}
+	return e.what + ": " + e.err.Error()
+}
+
+func (e *attemptError) Unwrap() error { return e.err }
+
+// errUnavailable is returned when no upstream of the pool could carry a
+// connection. Its text is the constant error body.
+var errUnavailable = errors.New(unavailableBody)
+
+const unavailableBody = "cdpvault: upstream unavailable"
+
+// upstream is one upstream proxy of a pool, with its health, its cached
+// credential and its transport for plain HTTP.
+type upstream struct {
+	r     *Router
+	pool  string
+	index int
+	cfg   UpstreamConfig
+	p     parsedUpstream
+
+	up atomic.Bool
+
+	// health scheduling, guarded by hmu
+	hmu      sync.Mutex
+	fails    int
+	next     time.Time
+	checking bool
+
+	// credential, guarded by cmu. For http/https it holds the whole
+	// Proxy-Authorization value ("Basic ..."), for socks5 the password.
+	cmu     sync.RWMutex
+	cred    *memguard.LockedBuffer
+	retired bool
+
+	tr *http.Transport // plain HTTP through this upstream
+
+	refs int // open forwarders whose pool holds this upstream; guarded by Router.mu
+}
+
+func newUpstream(r *Router, pool string, index int, cfg UpstreamConfig) (*upstream, error) {
+	p, err := parseUpstreamURL(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("geo pool %q upstream %d: %w", pool, index, err)
+	}
+	u := &upstream{r: r, pool: pool, index: index, cfg: cfg, p: p}
+	u.up.Store(true) // assumed up until a check or a connection says otherwise
+	u.tr = u.newTransport()
+	r.metrics.up.With(u.labels()).Set(1)
+	return u, nil
+}
+
+// same reports whether u was built from exactly this configuration.
+func (u *upstream) same(pool string, index int, cfg UpstreamConfig) bool {
+	return u.pool == pool && u.index == index && u.cfg == cfg
+}
+
+func (u *upstream) String() string {
+	return fmt.Sprintf("geo upstream %s/%d (%s)", u.pool, u.index, u.p.addr)
+}
+
+func (u *upstream) fail(kind failKind, what string, err error) *attemptError {
+	return &attemptError{kind: kind, what: u.String() + ": " + what, err: err}
+}
+
+// ---- credentials ----
+
+// withCred calls fn with the credential bytes (nil when the upstream needs
+// none). fn must copy what it needs and not keep b.
+func (u *upstream) withCred(ctx context.Context, fn func(b []byte)) error {
+	if u.cfg.Username == "" {
+		fn(nil)
+		return nil
+	}
+	for range 2 {
+		u.cmu.RLock()
+		if u.cred != nil {
+			fn(u.cred.Bytes())
+			u.cmu.RUnlock()
+			return nil
+		}
+		retired := u.retired
+		u.cmu.RUnlock()
+		if retired {
+			return u.fail(failUpstream, "upstream retired", nil)
+		}
+		if err := u.loadCred(ctx); err != nil {
+			return err
+		}
+	}
+	return u.fail(failAuth, "credential unavailable", nil)
+}
+
+func (u *upstream) loadCred(ctx context.Context) error {
+	u.cmu.Lock()
+	defer u.cmu.Unlock()
+	if u.cred != nil || u.retired {
+		return nil
+	}
+	if u.r.opts.Credentials == nil {
+		return u.fail(failAuth, "no credentials resolver configured", nil)
+	}
+	pw, err := u.r.opts.Credentials(ctx, u.cfg.PasswordSecret)
+	if err != nil {
+		return u.fail(failAuth, "resolve password_secret", err)
+	}
+	if pw == nil {
+		return u.fail(failAuth, "password_secret resolved to nothing", nil)
+	}
+	defer pw.Destroy()
+	if !pw.IsAlive() || pw.Size() == 0 {
+		return u.fail(failAuth, "password_secret is empty", nil)
+	}
+	if u.p.scheme == schemeSOCKS5 {
+		if pw.Size() > 255 {
+			return u.fail(failAuth, "password longer than SOCKS5 allows (255 bytes)", nil)
+		}
+		b := memguard.NewBuffer(pw.Size())
+		b.Copy(pw.Bytes())
+		b.Freeze()
+		u.cred = b
+		return nil
+	}
+	n := len(u.cfg.Username) + 1 + pw.Size()
+	plain := make([]byte, n)
+	copy(plain, u.cfg.Username)
+	plain[len(u.cfg.Username)] = ':'
+	copy(plain[len(u.cfg.Username)+1:], pw.Bytes())
+	const prefix = "Basic "
+	b := memguard.NewBuffer(len(prefix) + base64.StdEncoding.EncodedLen(n))
+	b.Copy([]byte(prefix))
+	base64.StdEncoding.Encode(b.Bytes()[len(prefix):], plain)
+	memguard.WipeBytes(plain)
+	b.Freeze()
+	u.cred = b
+	return nil
+}
+
+// dropCred destroys the cached credential (after a 407, or on retirement).
+func (u *upstream) dropCred(retire bool) {
+	u.cmu.Lock()
+	if u.cred != nil {
+		u.cred.Destroy()
+		u.cred = nil
+	}
+	if retire {
+		u.retired = true
+	}
+	u.cmu.Unlock()
+}
+
+// ---- dialing ----
+
+func (u *upstream) tlsConfig() *tls.Config {
+	return &tls.Config{
+		ServerName: u.p.host,
+		RootCAs:    u.r.opts.RootCAs, // nil: system roots. Never InsecureSkipVerify.
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"http/1.1"},
+	}
+}
+
+// dialProxy opens a connection to the upstream itself (TCP, plus TLS for https).
+func (u *upstream) dialProxy(ctx context.Context) (net.Conn, error) {
+	d := net.Dialer{Timeout: u.r.opts.DialTimeout, KeepAlive: 30 * time.Second}
+	c, err := d.DialContext(ctx, "tcp", u.p.addr)
+	if err != nil {
+		return nil, u.fail(failUpstream, "dial", err)
+	}
+	if u.p.scheme != schemeHTTPS {
+		return c, nil
+	}
+	tc := tls.Client(c, u.tlsConfig())
+	hctx, cancel := context.WithTimeout(ctx, u.r.opts.HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		_ = c.Close()
+		return nil, u.fail(failUpstream, "tls handshake", err)
+	}
+	return tc, nil
+}
+
+// validTarget reports whether target is a host:port fit for a CONNECT line.
+func validTarget(target string) bool {
+	if target == "" || len(target) > 1024 || strings.IndexFunc(target, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return false
+	}
+	h, p, err := net.SplitHostPort(target)
+	return err == nil && h != "" && p != ""
+}
+
+// dialTunnel opens a tunnel to target (host:port) through u. The hostname is
+// passed to the upstream as is: it is never resolved locally.
+func (u *upstream) dialTunnel(ctx context.Context, target string) (net.Conn, error) {
+	if !validTarget(target) {
+		return nil, &attemptError{kind: failTarget, what: "invalid tunnel target"}
+	}
+	if u.p.scheme == schemeSOCKS5 {
+		return u.dialSOCKS(ctx, target)
+	}
+	return u.dialCONNECT(ctx, target)
+}
+
+func (u *upstream) dialCONNECT(ctx context.Context, target string) (net.Conn, error) {
+	c, err := u.dialProxy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = c.Close()
+		}
+	}()
+	_ = c.SetDeadline(time.Now().Add(u.r.opts.HandshakeTimeout))
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	var req []byte
+	err = u.withCred(ctx, func(cred []byte) {
+		req = make([]byte, 0, 64+2*len(target)+len(cred))
+		req = append(req, "CONNECT "...)
+		req = append(req, target...)
+		req = append(req, " HTTP/1.1\r\nHost: "...)
+		req = append(req, target...)
+		req = append(req, "\r\n"...)
+		if cred != nil {
+			req = append(req, "Proxy-Authorization: "...)
+			req = append(req, cred...)
+			req = append(req, "\r\n"...)
+		}
+		req = append(req, "\r\n"...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	_, err = c.Write(req)
+	memguard.WipeBytes(req)
+	if err != nil {
+		return nil, u.fail(failUpstream, "write CONNECT", err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+	if err != nil {
+		return nil, u.fail(failUpstream, "read CONNECT response", err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusProxyAuthRequired:
+		u.dropCred(false)
+		return nil, u.fail(failAuth, "CONNECT refused: 407", nil)
+	case resp.StatusCode/100 != 2:
+		return nil, u.fail(failTarget, fmt.Sprintf("CONNECT refused: %d", resp.StatusCode), nil)
+	}
+	_ = c.SetDeadline(time.Time{})
+	ok = true
+	var out net.Conn = c
+	if br.Buffered() > 0 {
+		out = &bufferedConn{Conn: c, r: io.MultiReader(io.LimitReader(br, int64(br.Buffered())), c)}
+	}
+	return out, nil
+}
+
+type bufferedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// trackDialer is the SOCKS5 dialer's way to the SOCKS server; it remembers
+// whether that connection came up, to tell upstream from target failures.
+type trackDialer struct {
+	d         net.Dialer
+	addr      string
+	connected atomic.Bool
+}
+
+func (t *trackDialer) Dial(network, addr string) (net.Conn, error) {
+	return t.DialContext(context.Background(), network, addr)
+}
+
+func (t *trackDialer) DialContext(ctx context.Context, network, _ string) (net.Conn, error) {
+	c, err := t.d.DialContext(ctx, network, t.addr) // always the SOCKS server, never the target
+	if err == nil {
+		t.connected.Store(true)
+	}
+	return c, err
+}
+
+func (u *upstream) dialSOCKS(ctx context.Context, target string) (net.Conn, error) {
+	var auth *proxy.Auth
+	if err := u.withCred(ctx, func(pw []byte) {
+		if pw != nil {
+			// x/net/proxy wants a string; it lives only for this handshake.
+			auth = &proxy.Auth{User: u.cfg.Username, Password: string(pw)}
+		}
+	}); err != nil {
+		return nil, err
+	}
+	fwd := &trackDialer{d: net.Dialer{Timeout: u.r.opts.DialTimeout, KeepAlive: 30 * time.Second}, addr: u.p.addr}
+	d, err := proxy.SOCKS5("tcp", u.p.addr, auth, fwd)
+	auth = nil
+	if err != nil {
+		return nil, u.fail(failUpstream, "socks5 dialer", err)
+	}
+	cd, ok := d.(proxy.ContextDialer)
+	if !ok {
+		return nil, u.fail(failUpstream, "socks5 dialer has no context", nil)
+	}
+	hctx, cancel := context.WithTimeout(ctx, u.r.opts.DialTimeout+u.r.opts.HandshakeTimeout)
+	defer cancel()
+	c, err := cd.DialContext(hctx, "tcp", target)
+	if err != nil {
+		msg := err.Error()
+		switch {
+		case !fwd.connected.Load():
+			return nil, u.fail(failUpstream, "dial", err)
+		case strings.Contains(msg, "username/password") || strings.Contains(msg, "authentication"):
+			u.dropCred(false)
+			return nil, u.fail(failAuth, "socks5 authentication refused", nil)
+		case strings.Contains(msg, "unknown error "):
+			return nil, u.fail(failTarget, "socks5 connect refused", err)
+		default:
+			return nil, u.fail(failUpstream, "socks5 handshake", err)
+		}
+	}
+	return c, nil
+}
+
+// newTransport builds the transport carrying plain-HTTP requests through u.
+// It can only ever reach u: the proxy URL is u, and every dial function
+// dials u (or, for socks5, tunnels through u).
+func (u *upstream) newTransport() *http.Transport {
+	tr := &http.Transport{
+		DisableCompression:    true,
+		MaxIdleConns:          64,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       u.r.opts.IdleTimeout,
+		TLSHandshakeTimeout:   u.r.opts.HandshakeTimeout,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     false,
+		TLSClientConfig:       u.tlsConfig(),
+	}
+	noDirect := func(context.Context, string, string) (net.Conn, error) {
+		return nil, u.fail(failTarget, "direct dial refused", nil)
+	}
+	tr.DialContext, tr.DialTLSContext = noDirect, noDirect
+	switch u.p.scheme {
+	case schemeHTTP:
+		tr.Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: u.p.addr})
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return u.dialProxy(ctx) }
+	case schemeHTTPS:
+		tr.Proxy = http.ProxyURL(&url.URL{Scheme: "https", Host: u.p.addr})
+		tr.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return u.dialProxy(ctx) }
+	case schemeSOCKS5:
+		tr.Proxy = nil
+		tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) { return u.dialSOCKS(ctx, addr) }
+	}
+	return tr
+}
+
+// ---- health ----
+
+// probe checks that u answers: TCP (http), TLS with a verified certificate
+// (https), a SOCKS5 greeting (socks5); or, when Options.HealthTarget is set,
+// a full authenticated tunnel to it.
+func (u *upstream) probe(ctx context.Context) error {
+	if t := u.r.opts.HealthTarget; t != "" {
+		c, err := u.dialTunnel(ctx, t)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	c, err := u.dialProxy(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if u.p.scheme != schemeSOCKS5 {
+		return nil
+	}
+	_ = c.SetDeadline(time.Now().Add(u.r.opts.HandshakeTimeout))
+	method := byte(0x00)
+	if u.cfg.Username != "" {
+		method = 0x02
+	}
+	if _, err := c.Write([]byte{5, 1, method}); err != nil {
+		return u.fail(failUpstream, "socks5 greeting", err)
+	}
+	var b [2]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return u.fail(failUpstream, "socks5 greeting", err)
+	}
+	if b[0] != 5 || b[1] != method {
+		return u.fail(failUpstream, "socks5 greeting refused", nil)
+	}
+	return nil
+}
+
+// healthDelay is the wait before the next check of an upstream that failed
+// its last fails checks in a row (0: healthy). Healthy upstreams are checked
+// every interval; a down one first after interval/8, then twice as long
+// each time, at most 4x interval.
+func healthDelay(interval time.Duration, fails int) time.Duration {
+	if fails <= 0 {
+		return interval
+	}
+	d := interval / 8
+	if d <= 0 {
+		d = time.Millisecond
+	}
+	maxD := 4 * interval
+	for i := 1; i < fails && d < maxD; i++ {
+		d *= 2
+	}
+	return min(d, maxD)
+}
+
+func (u *upstream) markUp() {
+	u.hmu.Lock()
+	u.fails = 0
+	u.next = time.Now().Add(u.r.opts.HealthInterval)
+	u.hmu.Unlock()
+	if !u.up.Swap(true) {
+		u.r.log.Info("geo upstream up", "pool", u.pool, "upstream", u.index, "addr", u.p.addr)
+	}
+	u.r.metrics.up.With(u.labels()).Set(1)
+}
+
+func (u *upstream) markDown(err error) {
+	u.hmu.Lock()
+	u.fails++
+	u.next = time.Now().Add(healthDelay(u.r.opts.HealthInterval, u.fails))
+	u.hmu.Unlock()
+	if u.up.Swap(false) {
+		u.r.log.Warn("geo upstream down", "pool", u.pool, "upstream", u.index, "addr", u.p.addr, "error", errText(err))
+	}
+	u.r.metrics.up.With(u.labels()).Set(0)
+	u.r.wakeHealth()
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
