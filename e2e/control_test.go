@@ -1,0 +1,117 @@
+package e2e_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/url"
+	"testing"
+)
+
+// The control tests run the same client scripts against a Chromium driven
+// directly, with no cdpvault. They show that the site and the scripts do what
+// the daemon tests assume, so a failing daemon test points at the daemon.
+
+func TestControlClientsWorkAgainstDirectChromium(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	c := StartDirectChrome(t)
+	for _, script := range []string{"pw-basic.mjs", "pptr-basic.mjs"} {
+		out := runNode(t, script, map[string]string{"CDP_URL": c.CDPURL, "WS_URL": c.WSURL, "SITE_URL": site.Origin("acme")})
+		checkBasicResult(t, script, out)
+	}
+}
+
+// checkBasicResult checks the output of pw-basic.mjs / pptr-basic.mjs.
+func checkBasicResult(t *testing.T, script string, out []byte) {
+	t.Helper()
+	var r struct {
+		Title, Heading, ScreenshotMagic string
+		Sum, ScreenshotLen              int
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("%s: output %s: %v", script, out, err)
+	}
+	if r.Title != "blank" || r.Sum != 42 || r.Heading != "Login at acme.test" ||
+		r.ScreenshotMagic != "89504e47" || r.ScreenshotLen < 100 {
+		t.Errorf("%s: got %+v, want title blank, sum 42, heading of the login page and a PNG screenshot", script, r)
+	}
+}
+
+func TestControlLiteralValueReachesSiteExactly(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	c := StartDirectChrome(t)
+	for _, tc := range []struct{ script, mode string }{{"pw-login.mjs", "fill"}, {"pw-login.mjs", "press"}, {"pptr-login.mjs", ""}} {
+		before := len(site.Requests())
+		runNode(t, tc.script, map[string]string{"CDP_URL": c.CDPURL, "WS_URL": c.WSURL, "MODE": tc.mode,
+			"LOGIN_URL": site.URL("acme", "/login"), "USERNAME": "alice", "TEXT": string(trickyValue)})
+		checkLogin(t, tc.script+" "+tc.mode, site.Requests()[before:], "acme.test", trickyValue)
+	}
+}
+
+// checkLogin asserts that reqs hold one fetch login and one form login on
+// host, each carrying exactly want as the password.
+func checkLogin(t *testing.T, what string, reqs []Recorded, host string, want []byte) {
+	t.Helper()
+	var fetches, forms int
+	for _, r := range reqs {
+		if r.Host != host {
+			continue
+		}
+		switch {
+		case r.Path == "/api/login":
+			fetches++
+			if !bytes.Equal(r.Body, want) {
+				t.Errorf("%s: fetch login body %q, want exactly %q", what, r.Body, want)
+			}
+			if r.Header.Get("X-Input-Events") == "0" {
+				t.Errorf("%s: the password field saw no input events", what)
+			}
+		case r.Path == "/login" && r.Method == "POST":
+			forms++
+			q, err := url.ParseQuery(string(r.Body))
+			if err != nil {
+				t.Errorf("%s: form body %q: %v", what, r.Body, err)
+			}
+			if got := q.Get("password"); got != string(want) {
+				t.Errorf("%s: form password %q, want exactly %q", what, got, want)
+			}
+			if got := q.Get("username"); got != "alice" {
+				t.Errorf("%s: form username %q, want alice", what, got)
+			}
+		}
+	}
+	if fetches != 1 || forms != 1 {
+		t.Errorf("%s: %d fetch and %d form logins reached %s, want 1 and 1", what, fetches, forms, host)
+	}
+}
+
+// echoChannels are the top-level fields of pw-echo.mjs / pptr-echo.mjs
+// output; each is a separate way for a client to read the page back.
+var echoChannels = map[string][]string{
+	"pw-echo.mjs":   {"documentResponseText", "content", "innerText", "textContent", "innerHTML", "evaluate", "inputValue", "getAttribute", "ariaSnapshot", "consoleMessages", "exchanges"},
+	"pptr-echo.mjs": {"documentResponseText", "content", "evaluate", "fieldValues", "accessibility", "consoleMessages", "exchanges"},
+}
+
+func TestControlEchoChannelsCarryTheValueWithoutDaemon(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	vals := [][]byte{plainValue, trickyValue}
+	site.SetEchoValues(vals...)
+	c := StartDirectChrome(t)
+	for script, channels := range echoChannels {
+		out := runNode(t, script, map[string]string{"CDP_URL": c.CDPURL, "WS_URL": c.WSURL,
+			"ECHO_URL": site.URL("acme", "/echo"), "N": "2"})
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(out, &m); err != nil {
+			t.Fatalf("%s output: %v", script, err)
+		}
+		for _, ch := range channels {
+			for _, v := range vals {
+				if len(valueHits(m[ch], v)) == 0 {
+					t.Errorf("%s: channel %s does not carry %q in any form; the scrub test would be vacuous there", script, ch, v)
+				}
+			}
+		}
+	}
+}
