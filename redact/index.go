@@ -1,0 +1,739 @@
+package redact
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"math/bits"
+	"sort"
+	"sync"
+
+	"github.com/awnumar/memguard"
+)
+
+const (
+	// MinValueLen is the shortest secret value accepted. Shorter values
+	// would shred ordinary text; the store refuses them too.
+	MinValueLen = 8
+	// MinFormLen is the shortest derived form kept (a line of a multi-line
+	// value, a base64 core). Shorter forms are dropped.
+	MinFormLen = 8
+	// MaxValueLen bounds one value (64 KiB).
+	MaxValueLen = 64 << 10
+	// MaxNameLen bounds a secret name.
+	MaxNameLen = 200
+
+	winK     = 5  // bytes per fingerprinted window
+	maxStep  = 64 // offsets per form in the table (6 bits)
+	keyBytes = 32 // fingerprint key at the front of the locked buffer
+)
+
+var (
+	// ErrDestroyed is returned when an index is used after Destroy.
+	ErrDestroyed = errors.New("redact: index destroyed")
+	// ErrTooShort is returned by Add for a value under MinValueLen bytes.
+	ErrTooShort = fmt.Errorf("redact: value shorter than %d bytes", MinValueLen)
+	// ErrTooLong is returned by Add for a value over MaxValueLen bytes.
+	ErrTooLong = fmt.Errorf("redact: value longer than %d bytes", MaxValueLen)
+	// ErrName is returned by Add for an unusable name.
+	ErrName = errors.New("redact: invalid secret name")
+	// ErrBuilt is returned when a Builder is used after Build or Destroy.
+	ErrBuilt = errors.New("redact: builder already built or destroyed")
+)
+
+// Secret is one value to scrub. Value is read during Build only; the caller
+// wipes it afterwards.
+type Secret struct {
+	Name  string
+	Value []byte
+}
+
+// Build builds an index of secrets. See Builder.
+func Build(secrets []Secret) (*Index, error) {
+	b := NewBuilder()
+	for _, s := range secrets {
+		if err := b.Add(s.Name, s.Value); err != nil {
+			b.Destroy()
+			return nil, fmt.Errorf("add secret %q: %w", s.Name, err)
+		}
+	}
+	return b.Build()
+}
+
+type secretRef struct {
+	name   int // index into names
+	off, n int // in the builder's locked buffer
+}
+
+// Builder collects secret values in one locked buffer until Build.
+type Builder struct {
+	vals    *memguard.LockedBuffer
+	used    int
+	names   []string
+	nameIx  map[string]int
+	secrets []secretRef
+	done    bool
+}
+
+// NewBuilder returns an empty builder. It allocates nothing until Add.
+func NewBuilder() *Builder { return &Builder{nameIx: map[string]int{}} }
+
+func validName(name string) bool {
+	if name == "" || len(name) > MaxNameLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '_' || c == '.' || c == '-' || c == ':' || c == '/':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Add copies value into locked memory under name. The caller still owns
+// value and wipes it. Names are [A-Za-z0-9_.:/-]{1,200} (they appear in
+// the placeholder <<secret:NAME>>, which must stay valid in JSON, HTML and
+// URLs); the same name may be added with several values.
+func (b *Builder) Add(name string, value []byte) error {
+	if b.done {
+		return ErrBuilt
+	}
+	if !validName(name) {
+		return ErrName
+	}
+	if len(value) < MinValueLen {
+		return ErrTooShort
+	}
+	if len(value) > MaxValueLen {
+		return ErrTooLong
+	}
+	if b.vals == nil || b.used+len(value) > b.vals.Size() {
+		size := 4096
+		if b.vals != nil {
+			size = 2 * b.vals.Size()
+		}
+		for size < b.used+len(value) {
+			size *= 2
+		}
+		nb, err := newLocked(size)
+		if err != nil {
+			return fmt.Errorf("redact: grow value buffer: %w", err)
+		}
+		if b.vals != nil {
+			copy(nb.Bytes(), b.vals.Bytes()[:b.used])
+			b.vals.Destroy()
+		}
+		b.vals = nb
+	}
+	copy(b.vals.Bytes()[b.used:], value)
+	ni, ok := b.nameIx[name]
+	if !ok {
+		ni = len(b.names)
+		b.names = append(b.names, name)
+		b.nameIx[name] = ni
+	}
+	b.secrets = append(b.secrets, secretRef{name: ni, off: b.used, n: len(value)})
+	b.used += len(value)
+	return nil
+}
+
+// Destroy wipes the collected values. Safe to call more than once and
+// after Build.
+func (b *Builder) Destroy() {
+	if b.vals != nil {
+		b.vals.Destroy()
+		b.vals = nil
+	}
+	b.done = true
+	b.secrets = nil
+}
+
+// formMeta describes one form. It holds no plaintext: the bytes are in the
+// index's locked buffer at off.
+type formMeta struct {
+	off   uint32
+	n     uint32
+	name  uint32
+	flags uint8
+}
+
+const (
+	fB64Left  = 1 << iota // a partial base64 character precedes the core
+	fB64Right             // a partial base64 character follows the core
+	fB64URL               // URL-safe alphabet
+)
+
+type entry struct {
+	tag uint32
+	fo  uint32 // form<<6 | offset
+}
+
+// Index scrubs every form of every secret it was built from. It is safe for
+// concurrent use. The fingerprint tables live in ordinary memory and hold no
+// plaintext; the forms and the fingerprint key live in one memguard
+// LockedBuffer.
+type Index struct {
+	mu        sync.RWMutex
+	buf       *memguard.LockedBuffer // [key][forms]
+	destroyed bool
+
+	names    []string
+	nsecrets int
+	forms    []formMeta
+	minLen   int
+	maxLen   int
+	step     int
+
+	bmShift uint
+	bitmap  []uint64
+	tbShift uint
+	tbMask  uint64
+	start   []uint32
+	ents    []entry
+}
+
+// pending is a form found during Build.
+type pending struct {
+	sub   int // index into subs
+	c     chain
+	n     int
+	flags uint8
+}
+
+type subValue struct {
+	secret int
+	off, n int
+	whole  bool
+}
+
+// Build turns the collected values into an index and destroys the builder's
+// copy of them.
+func (b *Builder) Build() (*Index, error) {
+	if b.done {
+		return nil, ErrBuilt
+	}
+	defer b.Destroy()
+	ix := &Index{names: b.names, nsecrets: len(b.secrets)}
+	if len(b.secrets) == 0 {
+		return ix, nil
+	}
+	vals := b.vals.Bytes()
+
+	var subs []subValue
+	for i, s := range b.secrets {
+		subs = append(subs, subValue{secret: i, off: s.off, n: s.n, whole: true})
+		v := vals[s.off : s.off+s.n]
+		start := 0
+		multi := false
+		for j := 0; j <= len(v); j++ {
+			if j < len(v) && v[j] != '\n' {
+				continue
+			}
+			end := j
+			if end > start && v[end-1] == '\r' {
+				end--
+			}
+			if j < len(v) {
+				multi = true
+			}
+			if multi && end-start >= MinFormLen {
+				subs = append(subs, subValue{secret: i, off: s.off + start, n: end - start})
+			}
+			start = j + 1
+		}
+		if multi && subs[len(subs)-1].off == s.off && subs[len(subs)-1].n == s.n && !subs[len(subs)-1].whole {
+			subs = subs[:len(subs)-1]
+		}
+	}
+
+	g := &generator{}
+	defer g.destroy()
+	maxSub := 0
+	for _, s := range subs {
+		maxSub = max(maxSub, s.n)
+	}
+	if err := g.grow(maxSub*8 + 256); err != nil {
+		return nil, err
+	}
+
+	// Pass 1: generate every form, keep the distinct ones.
+	seed1, seed2 := maphash.MakeSeed(), maphash.MakeSeed()
+	seen := make(map[[2]uint64]struct{}, len(subs)*40)
+	var forms []pending
+	total := 0
+	minLen, maxLen := int(^uint(0)>>1), 0
+	add := func(si int, c chain, flags uint8) error {
+		f, err := g.gen(vals[subs[si].off:subs[si].off+subs[si].n], c)
+		if err != nil {
+			return err
+		}
+		if len(f) < MinFormLen {
+			return nil
+		}
+		key := [2]uint64{maphash.Bytes(seed1, f), maphash.Bytes(seed2, f)}
+		if _, dup := seen[key]; dup {
+			return nil
+		}
+		seen[key] = struct{}{}
+		forms = append(forms, pending{sub: si, c: c, n: len(f), flags: flags})
+		total += len(f)
+		minLen = min(minLen, len(f))
+		maxLen = max(maxLen, len(f))
+		return nil
+	}
+	for si, s := range subs {
+		for _, c := range wireChains {
+			if err := add(si, c, 0); err != nil {
+				return nil, err
+			}
+		}
+		if !s.whole {
+			continue
+		}
+		for _, c := range b64Chains {
+			x := c[0]
+			var flags uint8
+			align := int(x - xB64Std0)
+			if x >= xB64URL0 {
+				align = int(x - xB64URL0)
+				flags |= fB64URL
+			}
+			l, r := b64Edges(align, s.n)
+			if l {
+				flags |= fB64Left
+			}
+			if r {
+				flags |= fB64Right
+			}
+			if err := add(si, c, flags); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if total+keyBytes > 1<<31 {
+		return nil, errors.New("redact: index too large")
+	}
+
+	// Pass 2: pack the distinct forms into one locked buffer.
+	buf, err := newLocked(keyBytes + total)
+	if err != nil {
+		return nil, fmt.Errorf("redact: allocate form buffer: %w", err)
+	}
+	mem := buf.Bytes()
+	if _, err := rand.Read(mem[:keyBytes]); err != nil {
+		buf.Destroy()
+		return nil, fmt.Errorf("redact: fingerprint key: %w", err)
+	}
+	// the multiplier keys must be odd
+	mem[8] |= 1
+	mem[16] |= 1
+	ix.buf = buf
+	ix.forms = make([]formMeta, len(forms))
+	off := keyBytes
+	for i, p := range forms {
+		sv := subs[p.sub]
+		f, err := g.gen(vals[sv.off:sv.off+sv.n], p.c)
+		if err != nil || len(f) != p.n {
+			ix.Destroy()
+			return nil, errors.New("redact: form generation is not deterministic")
+		}
+		copy(mem[off:], f)
+		ix.forms[i] = formMeta{off: uint32(off), n: uint32(p.n), name: uint32(b.secrets[sv.secret].name), flags: p.flags}
+		off += p.n
+	}
+	ix.minLen, ix.maxLen = minLen, maxLen
+	ix.buildTables(mem)
+	return ix, nil
+}
+
+func (ix *Index) keys(mem []byte) (k0, k1, k2 uint64) {
+	return binary.LittleEndian.Uint64(mem[0:]), binary.LittleEndian.Uint64(mem[8:]), binary.LittleEndian.Uint64(mem[16:])
+}
+
+func fingerprint(w, k0, k1, k2 uint64) uint64 {
+	h := (w ^ k0) * k1
+	h ^= h >> 29
+	h *= k2
+	h ^= h >> 32
+	return h
+}
+
+const winMask = (uint64(1) << (8 * winK)) - 1
+
+func loadWin(b []byte, i int) uint64 {
+	if i+8 <= len(b) {
+		return binary.LittleEndian.Uint64(b[i:]) & winMask
+	}
+	var w uint64
+	for j := 0; j < winK; j++ {
+		w |= uint64(b[i+j]) << (8 * j)
+	}
+	return w
+}
+
+func (ix *Index) buildTables(mem []byte) {
+	k0, k1, k2 := ix.keys(mem)
+	ix.step = min(ix.minLen-winK+1, maxStep)
+	n := len(ix.forms) * ix.step
+	tb := max(4, bits.Len(uint(n)))
+	bb := min(tb+5, 27)
+	ix.tbShift = 20
+	ix.tbMask = uint64(1)<<tb - 1
+	ix.bmShift = uint(64 - bb)
+	ix.bitmap = make([]uint64, (1<<bb)/64)
+	ix.start = make([]uint32, (1<<tb)+1)
+	hs := make([]uint64, 0, n)
+	for _, f := range ix.forms {
+		form := mem[f.off : f.off+f.n]
+		for o := 0; o < ix.step; o++ {
+			h := fingerprint(loadWin(form, o), k0, k1, k2)
+			hs = append(hs, h)
+			ix.start[(h>>ix.tbShift)&ix.tbMask+1]++
+			bi := h >> ix.bmShift
+			ix.bitmap[bi>>6] |= 1 << (bi & 63)
+		}
+	}
+	for i := 1; i < len(ix.start); i++ {
+		ix.start[i] += ix.start[i-1]
+	}
+	ix.ents = make([]entry, n)
+	fill := make([]uint32, 1<<tb)
+	copy(fill, ix.start[:1<<tb])
+	for i, h := range hs {
+		fi, o := i/ix.step, i%ix.step
+		bk := (h >> ix.tbShift) & ix.tbMask
+		ix.ents[fill[bk]] = entry{tag: uint32(h), fo: uint32(fi)<<6 | uint32(o)}
+		fill[bk]++
+	}
+}
+
+// generator produces forms in two locked scratch regions.
+type generator struct {
+	buf  *memguard.LockedBuffer
+	half int
+}
+
+func (g *generator) grow(half int) error {
+	if g.buf != nil {
+		g.buf.Destroy()
+	}
+	b, err := newLocked(2 * half)
+	if err != nil {
+		g.buf = nil
+		return fmt.Errorf("redact: scratch buffer: %w", err)
+	}
+	g.buf, g.half = b, half
+	return nil
+}
+
+func (g *generator) destroy() {
+	if g.buf != nil {
+		g.buf.Destroy()
+		g.buf = nil
+	}
+}
+
+// gen applies chain c to src; the result lives in the scratch buffer until
+// the next call.
+func (g *generator) gen(src []byte, c chain) ([]byte, error) {
+	for {
+		mem := g.buf.Bytes()
+		regions := [2][]byte{mem[:g.half], mem[g.half:]}
+		in := src
+		overflow := false
+		for i, x := range c {
+			if x == xNone && i > 0 {
+				break
+			}
+			w := wbuf{b: regions[i%2]}
+			x.apply(&w, in)
+			if !w.ok() {
+				overflow = true
+				need := w.n
+				if err := g.grow(max(need, 2*g.half)); err != nil {
+					return nil, err
+				}
+				break
+			}
+			in = w.bytes()
+		}
+		if !overflow {
+			return in, nil
+		}
+	}
+}
+
+// Len is the number of secret values in the index.
+func (ix *Index) Len() int { return ix.nsecrets }
+
+// Forms is the number of distinct forms the index matches.
+func (ix *Index) Forms() int { return len(ix.forms) }
+
+// LockedBytes is the size of the index's locked buffer.
+func (ix *Index) LockedBytes() int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if ix.buf == nil {
+		return 0
+	}
+	return ix.buf.Size()
+}
+
+// Destroy wipes and frees the locked forms. Scrubbing afterwards fails with
+// ErrDestroyed. It waits for scrubs in progress. Safe on nil and twice.
+func (ix *Index) Destroy() {
+	if ix == nil {
+		return
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if ix.buf != nil {
+		ix.buf.Destroy()
+		ix.buf = nil
+	}
+	ix.destroyed = true
+}
+
+type match struct {
+	s, e int
+	f    int // form index; for a group, the longest form
+}
+
+// find returns the merged, non-overlapping replacement spans in t, sorted.
+// Spans never extend below lo.
+func (ix *Index) find(t []byte, ms []match, lo int) ([]match, error) {
+	if ix.destroyed {
+		return ms, ErrDestroyed
+	}
+	if len(ix.forms) == 0 || len(t) < ix.minLen {
+		return ms, nil
+	}
+	mem := ix.buf.Bytes()
+	k0, k1, k2 := ix.keys(mem)
+	step := ix.step
+	bm := ix.bitmap
+	bmShift := ix.bmShift
+	n := len(t)
+	q := 0
+	for ; q+8 <= n; q += step {
+		h := fingerprint(binary.LittleEndian.Uint64(t[q:])&winMask, k0, k1, k2)
+		bi := h >> bmShift
+		if bm[bi>>6]&(1<<(bi&63)) == 0 {
+			continue
+		}
+		ms = ix.probe(t, q, h, mem, ms)
+	}
+	for ; q+winK <= n; q += step {
+		h := fingerprint(loadWin(t, q), k0, k1, k2)
+		bi := h >> bmShift
+		if bm[bi>>6]&(1<<(bi&63)) == 0 {
+			continue
+		}
+		ms = ix.probe(t, q, h, mem, ms)
+	}
+	if len(ms) == 0 {
+		return ms, nil
+	}
+	return ix.resolve(t, ms, lo), nil
+}
+
+func (ix *Index) probe(t []byte, q int, h uint64, mem []byte, ms []match) []match {
+	bk := (h >> ix.tbShift) & ix.tbMask
+	tag := uint32(h)
+	for _, e := range ix.ents[ix.start[bk]:ix.start[bk+1]] {
+		if e.tag != tag {
+			continue
+		}
+		fi := int(e.fo >> 6)
+		c := q - int(e.fo&63)
+		f := &ix.forms[fi]
+		end := c + int(f.n)
+		if c < 0 || end > len(t) {
+			continue
+		}
+		if string(t[c:end]) == string(mem[f.off:f.off+f.n]) {
+			ms = append(ms, match{s: c, e: end, f: fi})
+		}
+	}
+	return ms
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func inB64(c byte, url bool) bool {
+	switch {
+	case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		return true
+	case url:
+		return c == '-' || c == '_'
+	default:
+		return c == '+' || c == '/'
+	}
+}
+
+// fixStart moves a span's start so that it does not begin inside a JSON
+// escape sequence at any nesting level: after a backslash, or among the hex
+// digits of \uXXXX.
+func fixStart(t []byte, s, lo int) int {
+	for h := 0; h <= 3; h++ {
+		u := s - h - 1
+		if u-1 < lo {
+			break
+		}
+		if h > 0 && !isHex(t[s-h]) {
+			break
+		}
+		if t[u] == 'u' && t[u-1] == '\\' {
+			s = u
+			break
+		}
+	}
+	for s > lo && t[s-1] == '\\' {
+		s--
+	}
+	return s
+}
+
+// fixEnd moves a span's end so that no backslash inside the span is left
+// escaping a character after it: the rest of the backslash run and the
+// escaped character (with \uXXXX digits) join the span.
+func fixEnd(t []byte, e, hi int) int {
+	if e == 0 || t[e-1] != '\\' {
+		return e
+	}
+	for e < hi && t[e] == '\\' {
+		e++
+	}
+	if e < hi {
+		c := t[e]
+		e++
+		if c == 'u' {
+			for j := 0; j < 4 && e < hi && isHex(t[e]); j++ {
+				e++
+			}
+		}
+	}
+	return e
+}
+
+func (ix *Index) resolve(t []byte, ms []match, lo int) []match {
+	for i := range ms {
+		m := &ms[i]
+		f := &ix.forms[m.f]
+		if f.flags&fB64Left != 0 && m.s > lo && inB64(t[m.s-1], f.flags&fB64URL != 0) {
+			m.s--
+		}
+		if f.flags&fB64Right != 0 && m.e < len(t) && inB64(t[m.e], f.flags&fB64URL != 0) {
+			m.e++
+			for p := 0; p < 2 && m.e < len(t) && t[m.e] == '='; p++ {
+				m.e++
+			}
+		}
+		m.s = fixStart(t, m.s, lo)
+		m.e = fixEnd(t, m.e, len(t))
+	}
+	if len(ms) > 1 {
+		sorted := true
+		for i := 1; i < len(ms); i++ {
+			if ms[i].s < ms[i-1].s {
+				sorted = false
+				break
+			}
+		}
+		if !sorted {
+			sort.Slice(ms, func(i, j int) bool { return ms[i].s < ms[j].s })
+		}
+	}
+	out := ms[:1]
+	for _, m := range ms[1:] {
+		g := &out[len(out)-1]
+		if m.s < g.e {
+			if m.e > g.e {
+				g.e = m.e
+			}
+			if ix.forms[m.f].n > ix.forms[g.f].n {
+				g.f = m.f
+			}
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+const (
+	phOpen  = "<<secret:"
+	phClose = ">>"
+)
+
+func (ix *Index) emit(dst, t []byte, ms []match, upto int) []byte {
+	prev := 0
+	for _, m := range ms {
+		if m.e > upto {
+			break
+		}
+		dst = append(dst, t[prev:m.s]...)
+		dst = append(dst, phOpen...)
+		dst = append(dst, ix.names[ix.forms[m.f].name]...)
+		dst = append(dst, phClose...)
+		prev = m.e
+	}
+	return append(dst, t[prev:upto]...)
+}
+
+// Scrub appends src to dst with every form of every secret replaced by
+// <<secret:NAME>> and returns the result and the number of replacements.
+// Overlapping occurrences (a secret inside another, self-overlapping
+// values) merge into one replacement named after the longest form. A
+// replacement never starts or ends inside a JSON escape sequence, so valid
+// JSON stays valid JSON. On error (a destroyed index) nothing is appended.
+func (ix *Index) Scrub(dst, src []byte) (out []byte, n int, err error) {
+	var arr [8]match
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	ms, err := ix.find(src, arr[:0], 0)
+	if err != nil {
+		return dst, 0, err
+	}
+	if len(ms) == 0 {
+		return append(dst, src...), 0, nil
+	}
+	return ix.emit(dst, src, ms, len(src)), len(ms), nil
+}
+
+// Replace is Scrub into a new buffer that is allocated only when src holds
+// a secret: it returns nil and 0 when nothing matched.
+func (ix *Index) Replace(src []byte) (out []byte, n int, err error) {
+	var arr [8]match
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	ms, err := ix.find(src, arr[:0], 0)
+	if err != nil || len(ms) == 0 {
+		return nil, 0, err
+	}
+	out = make([]byte, 0, len(src)+len(ms)*32)
+	return ix.emit(out, src, ms, len(src)), len(ms), nil
+}
+
+// ScrubString is Scrub for strings; s itself is returned when nothing
+// matched.
+func (ix *Index) ScrubString(s string) (string, int, error) {
+	in := []byte(s)
+	out, n, err := ix.Replace(in)
+	clear(in)
+	if err != nil {
+		return "", 0, err
+	}
+	if n == 0 {
+		return s, 0, nil
+	}
+	return string(out), n, nil
+}
