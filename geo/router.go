@@ -75,6 +75,8 @@ type Router struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	wake    chan struct{}
+
+	probeHook func(u *upstream, err error) // tests only; set before Start
 }
 
 // New validates o.Pools and returns a Router. It starts nothing: call Start
@@ -256,6 +258,9 @@ func (r *Router) probeOne(ctx context.Context, u *upstream) {
 		u.markDown(err)
 	} else {
 		u.markUp()
+	}
+	if r.probeHook != nil {
+		r.probeHook(u, err)
 	}
 }
 

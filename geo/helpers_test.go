@@ -1,0 +1,496 @@
+package geo
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/awnumar/memguard"
+	"github.com/elazarl/goproxy"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// testDial is how test upstreams reach targets: *.test names map to loopback
+// (the upstream resolves hostnames, as a real exit would).
+func testDial(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if strings.HasSuffix(host, ".test") {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+// site is a local test site that records every request it gets.
+type site struct {
+	srv      *httptest.Server
+	requests atomic.Int64
+	mu       sync.Mutex
+	headers  []http.Header
+}
+
+func newSite(t *testing.T, useTLS bool) *site {
+	t.Helper()
+	s := &site{}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		s.mu.Lock()
+		s.headers = append(s.headers, r.Header.Clone())
+		s.mu.Unlock()
+		if r.URL.Path == "/favicon.ico" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, "<!doctype html><title>acme</title><p id=x>hello from site</p>")
+	})
+	if useTLS {
+		s.srv = httptest.NewTLSServer(h)
+	} else {
+		s.srv = httptest.NewServer(h)
+	}
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *site) port() string {
+	_, p, _ := net.SplitHostPort(s.srv.Listener.Addr().String())
+	return p
+}
+
+// url returns the site's URL under host (e.g. "acme.test").
+func (s *site) url(host string) string {
+	scheme := "http"
+	if s.srv.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + host + ":" + s.port() + "/"
+}
+
+func (s *site) allHeaders() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	for _, h := range s.headers {
+		_ = h.Write(&b)
+	}
+	return b.String()
+}
+
+func (s *site) header(i int) http.Header {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i < 0 {
+		i = len(s.headers) + i
+	}
+	return s.headers[i]
+}
+
+// testUpstream is a goproxy-based upstream proxy that requires
+// Proxy-Authorization and stamps what it carried.
+type testUpstream struct {
+	name     string
+	srv      *httptest.Server
+	wantAuth string
+	mu       sync.Mutex
+	connects []string // CONNECT targets, as received
+	plain    []string // plain request hosts, as received
+	bad      atomic.Int64
+}
+
+func basic(user, pass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+}
+
+func newTestUpstream(t *testing.T, name, user, pass string, useTLS bool) *testUpstream {
+	t.Helper()
+	u := &testUpstream{name: name}
+	if user != "" {
+		u.wantAuth = basic(user, pass)
+	}
+	gp := goproxy.NewProxyHttpServer()
+	gp.Logger = log.New(io.Discard, "", 0)
+	gp.Tr = &http.Transport{Proxy: nil, DialContext: testDial}
+	gp.ConnectDial = nil
+	gp.ConnectDialWithReq = func(req *http.Request, network, addr string) (net.Conn, error) {
+		return testDial(req.Context(), network, addr)
+	}
+	gp.OnRequest().HandleConnectFunc(func(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
+		if u.wantAuth != "" && ctx.Req.Header.Get("Proxy-Authorization") != u.wantAuth {
+			u.bad.Add(1)
+			ctx.Resp = goproxy.NewResponse(ctx.Req, "text/plain", http.StatusProxyAuthRequired, "auth required by "+name)
+			ctx.Resp.Header.Set("Proxy-Authenticate", `Basic realm="test"`)
+			return goproxy.RejectConnect, host
+		}
+		u.mu.Lock()
+		u.connects = append(u.connects, host)
+		u.mu.Unlock()
+		return goproxy.OkConnect, host
+	})
+	gp.OnRequest().DoFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+		if u.wantAuth != "" && req.Header.Get("Proxy-Authorization") != u.wantAuth {
+			u.bad.Add(1)
+			resp := goproxy.NewResponse(req, "text/plain", http.StatusProxyAuthRequired, "auth required by "+name)
+			resp.Header.Set("Proxy-Authenticate", `Basic realm="test"`)
+			return req, resp
+		}
+		u.mu.Lock()
+		u.plain = append(u.plain, req.URL.Host)
+		u.mu.Unlock()
+		return req, nil
+	})
+	gp.OnResponse().DoFunc(func(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+		if resp != nil {
+			resp.Header.Set("X-Upstream", name)
+		}
+		return resp
+	})
+	if useTLS {
+		u.srv = httptest.NewUnstartedServer(gp)
+		u.srv.StartTLS()
+	} else {
+		u.srv = httptest.NewServer(gp)
+	}
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+func (u *testUpstream) URL() string { return u.srv.URL }
+
+func (u *testUpstream) Connects() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.connects...)
+}
+
+func (u *testUpstream) Plain() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.plain...)
+}
+
+func (u *testUpstream) carried() int { return len(u.Connects()) + len(u.Plain()) }
+
+// deadURL is the URL of a loopback port nobody listens on.
+func deadURL(t *testing.T, scheme string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return scheme + "://" + addr
+}
+
+// stallURL is an upstream that accepts TCP and never answers.
+func stallURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// socksServer is a tiny SOCKS5 server (RFC 1928/1929) that requires
+// username/password and records the address type and host it was asked for.
+type socksServer struct {
+	ln       net.Listener
+	user     string
+	pass     string
+	mu       sync.Mutex
+	requests []string // "fqdn:host:port" or "ip:addr:port"
+	badAuth  atomic.Int64
+}
+
+func newSOCKS5(t *testing.T, user, pass string) *socksServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &socksServer{ln: ln, user: user, pass: pass}
+	var wg sync.WaitGroup
+	var cmu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			cmu.Lock()
+			conns = append(conns, c)
+			cmu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		cmu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		cmu.Unlock()
+		wg.Wait()
+	})
+	return s
+}
+
+func (s *socksServer) URL() string { return "socks5://" + s.ln.Addr().String() }
+
+func (s *socksServer) Requests() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.requests...)
+}
+
+func (s *socksServer) serve(c net.Conn) {
+	defer c.Close()
+	var hdr [2]byte
+	if _, err := io.ReadFull(c, hdr[:]); err != nil || hdr[0] != 5 {
+		return
+	}
+	methods := make([]byte, hdr[1])
+	if _, err := io.ReadFull(c, methods); err != nil {
+		return
+	}
+	if bytes.IndexByte(methods, 2) < 0 {
+		_, _ = c.Write([]byte{5, 0xff})
+		return
+	}
+	_, _ = c.Write([]byte{5, 2})
+	var v [2]byte
+	if _, err := io.ReadFull(c, v[:]); err != nil || v[0] != 1 {
+		return
+	}
+	user := make([]byte, v[1])
+	if _, err := io.ReadFull(c, user); err != nil {
+		return
+	}
+	var pl [1]byte
+	if _, err := io.ReadFull(c, pl[:]); err != nil {
+		return
+	}
+	pass := make([]byte, pl[0])
+	if _, err := io.ReadFull(c, pass); err != nil {
+		return
+	}
+	if string(user) != s.user || string(pass) != s.pass {
+		s.badAuth.Add(1)
+		_, _ = c.Write([]byte{1, 1})
+		return
+	}
+	_, _ = c.Write([]byte{1, 0})
+	var req [4]byte
+	if _, err := io.ReadFull(c, req[:]); err != nil || req[0] != 5 || req[1] != 1 {
+		return
+	}
+	var host, kind string
+	switch req[3] {
+	case 1:
+		b := make([]byte, 4)
+		if _, err := io.ReadFull(c, b); err != nil {
+			return
+		}
+		host, kind = net.IP(b).String(), "ip"
+	case 4:
+		b := make([]byte, 16)
+		if _, err := io.ReadFull(c, b); err != nil {
+			return
+		}
+		host, kind = net.IP(b).String(), "ip"
+	case 3:
+		var l [1]byte
+		if _, err := io.ReadFull(c, l[:]); err != nil {
+			return
+		}
+		b := make([]byte, l[0])
+		if _, err := io.ReadFull(c, b); err != nil {
+			return
+		}
+		host, kind = string(b), "fqdn"
+	default:
+		return
+	}
+	var pb [2]byte
+	if _, err := io.ReadFull(c, pb[:]); err != nil {
+		return
+	}
+	port := strconv.Itoa(int(binary.BigEndian.Uint16(pb[:])))
+	s.mu.Lock()
+	s.requests = append(s.requests, kind+":"+host+":"+port)
+	s.mu.Unlock()
+	t, err := testDial(context.Background(), "tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		_, _ = c.Write([]byte{5, 4, 0, 1, 0, 0, 0, 0, 0, 0}) // host unreachable
+		return
+	}
+	defer t.Close()
+	_, _ = c.Write([]byte{5, 0, 0, 1, 0, 0, 0, 0, 0, 0})
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(t, c); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(c, t); done <- struct{}{} }()
+	<-done
+}
+
+// testCreds is a Credentials resolver over a fixed map that counts calls.
+type testCreds struct {
+	m     map[string]string
+	calls atomic.Int64
+}
+
+func (c *testCreds) resolve(_ context.Context, name string) (*memguard.LockedBuffer, error) {
+	c.calls.Add(1)
+	v, ok := c.m[name]
+	if !ok {
+		return nil, errors.New("secret not found")
+	}
+	return memguard.NewBufferFromBytes([]byte(v)), nil // wipes the fresh copy
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type env struct {
+	r    *Router
+	reg  *prometheus.Registry
+	logs *syncBuffer
+	cred *testCreds
+}
+
+func newEnv(t *testing.T, pools map[string]PoolConfig, secrets map[string]string, mod func(*Options)) *env {
+	t.Helper()
+	e := &env{reg: prometheus.NewRegistry(), logs: &syncBuffer{}, cred: &testCreds{m: secrets}}
+	o := Options{
+		Pools:            pools,
+		Credentials:      e.cred.resolve,
+		Logger:           slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Metrics:          NewMetrics(e.reg),
+		DialTimeout:      2 * time.Second,
+		HandshakeTimeout: 2 * time.Second,
+		IdleTimeout:      30 * time.Second,
+		HealthInterval:   time.Hour,
+	}
+	if mod != nil {
+		mod(&o)
+	}
+	r, err := New(o)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	e.r = r
+	t.Cleanup(func() { _ = r.Close() })
+	return e
+}
+
+func (e *env) open(t *testing.T, pool string) *Forwarder {
+	t.Helper()
+	f, err := e.r.OpenSession(context.Background(), pool)
+	if err != nil {
+		t.Fatalf("OpenSession: %v", err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+func (e *env) metricsText(t *testing.T) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
+}
+
+// client returns an http.Client using f as its proxy. rootCAs verifies TLS
+// sites (nil: none). It never shares connections with other tests.
+func client(f *Forwarder, rootCAs *x509.CertPool) *http.Client {
+	pu, _ := url.Parse("http://" + f.Addr())
+	return &http.Client{
+		Timeout: 20 * time.Second,
+		Transport: &http.Transport{
+			Proxy:              http.ProxyURL(pu),
+			// httptest certificates name example.com, not acme.test.
+			TLSClientConfig:    &tls.Config{RootCAs: rootCAs, ServerName: "example.com"},
+			DisableCompression: true,
+		},
+	}
+}
+
+func get(t *testing.T, c *http.Client, u string) (int, string, http.Header) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		return 0, err.Error(), nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+func certPool(srv *httptest.Server) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(srv.Certificate())
+	return p
+}
