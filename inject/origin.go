@@ -1,0 +1,276 @@
+package inject
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cdpvault/cdpvault/cdpproxy"
+)
+
+// focusJS runs in a fresh-prototype isolated world (Page.createIsolatedWorld
+// with universal access) of a target's main frame, so nothing the page does
+// to getters in its own world (location, activeElement, hasFocus) is seen.
+// It walks focus down through every frame this renderer can enter (also
+// cross-origin same-process ones, thanks to universal access; also iframes
+// in shadow roots, open ones through activeElement, closed ones through
+// hasFocus of every child frame) and reports the origin of the frame owning
+// the focused element, or remote=true when focus sits on a frame owner it
+// cannot enter (an out-of-process iframe, which is its own target).
+const focusJS = `(() => {
+  let w = window, depth = 0, remote = false;
+  for (;;) {
+    const d = w.document;
+    let el = d.activeElement;
+    while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
+    let next = null;
+    remote = false;
+    if (el && (el.tagName === 'IFRAME' || el.tagName === 'FRAME' || el.tagName === 'OBJECT' || el.tagName === 'EMBED')) {
+      let cd = null;
+      try { cd = el.contentDocument; } catch (e) {}
+      if (cd && cd.defaultView) next = cd.defaultView; else remote = true;
+    }
+    if (!next) {
+      for (let i = 0; i < w.frames.length; i++) {
+        let cd = null;
+        try { cd = w.frames[i].document; } catch (e) {}
+        if (cd && cd.hasFocus()) { next = w.frames[i]; remote = false; break; }
+      }
+    }
+    if (next && depth < 64) { w = next; depth++; continue; }
+    return {origin: w.location.origin, remote: remote, depth: depth, focus: document.hasFocus()};
+  }
+})()`
+
+type focusResult struct {
+	Origin string `json:"origin"`
+	Remote bool   `json:"remote"`
+	Depth  int    `json:"depth"`
+	Focus  bool   `json:"focus"`
+}
+
+var errFocusUnverified = errors.New("focus is in a cross-origin frame that cannot be verified")
+
+// focusedOrigin returns the origin of the frame that owns the focused
+// element of the page behind CDP session sid, determined live. It fails
+// closed: any doubt is an error.
+func (in *interceptor) focusedOrigin(ctx context.Context, c cdpproxy.Conn, sid string) (string, error) {
+	return in.focusedOriginDepth(ctx, c, sid, 0)
+}
+
+func (in *interceptor) focusedOriginDepth(ctx context.Context, c cdpproxy.Conn, sid string, level int) (string, error) {
+	if level > 8 {
+		return "", errFocusUnverified
+	}
+	res, err := in.evalFocus(ctx, c, sid)
+	if err != nil {
+		return "", err
+	}
+	// Out-of-process iframes the client attached: the one whose document
+	// has focus holds the focused element (also catches frames hidden in
+	// closed shadow roots).
+	var focused []string
+	for _, k := range in.childSessions(sid) {
+		r, err := in.evalFocus(ctx, c, k)
+		if err != nil {
+			continue // a detaching frame; if it held focus we fail below
+		}
+		if r.Focus {
+			focused = append(focused, k)
+		}
+	}
+	switch {
+	case len(focused) == 1:
+		return in.focusedOriginDepth(ctx, c, focused[0], level+1)
+	case len(focused) > 1 || res.Remote:
+		return "", errFocusUnverified
+	}
+	if res.Depth == 0 {
+		// Cross-check with what the proxy tracked of the target.
+		if ti, ok := c.Target(sid); ok && ti.Origin != "" && res.Origin != "" && ti.Origin != res.Origin {
+			return "", fmt.Errorf("page origin %s does not match the tracked target origin", res.Origin)
+		}
+	}
+	return res.Origin, nil
+}
+
+func (in *interceptor) childSessions(sid string) []string {
+	in.childMu.Lock()
+	defer in.childMu.Unlock()
+	var out []string
+	for k, ch := range in.children {
+		if ch.parent == sid {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// evalFocus runs focusJS in the interceptor's isolated world of the
+// session's main frame.
+func (in *interceptor) evalFocus(ctx context.Context, c cdpproxy.Conn, sid string) (focusResult, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	frameID := ""
+	ti, tracked := c.Target(sid)
+	if tracked && (ti.Type == "page" || ti.Type == "iframe") {
+		frameID = ti.TargetID // a page's or iframe target's main frame id is its target id
+	}
+	if frameID == "" {
+		in.childMu.Lock()
+		frameID = in.children[sid].targetID
+		in.childMu.Unlock()
+	}
+	var ctxID int64
+	var err error
+	if frameID != "" {
+		ctxID, err = in.createWorld(cctx, c, sid, frameID)
+	}
+	if frameID == "" || err != nil {
+		if frameID, err = mainFrameID(cctx, c, sid); err != nil {
+			return focusResult{}, err
+		}
+		if ctxID, err = in.createWorld(cctx, c, sid, frameID); err != nil {
+			return focusResult{}, err
+		}
+	}
+	in.reserve(c, sid, ctxID)
+	raw, err := c.Call(cctx, sid, "Runtime.evaluate", map[string]any{
+		"expression":    focusJS,
+		"contextId":     ctxID,
+		"returnByValue": true,
+		"silent":        true,
+	})
+	if err != nil {
+		return focusResult{}, fmt.Errorf("focus check: %w", err)
+	}
+	var out struct {
+		Result struct {
+			Value *focusResult `json:"value"`
+		} `json:"result"`
+		ExceptionDetails json.RawMessage `json:"exceptionDetails"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || out.Result.Value == nil || len(out.ExceptionDetails) > 0 {
+		return focusResult{}, errors.New("focus check: no result")
+	}
+	return *out.Result.Value, nil
+}
+
+func mainFrameID(ctx context.Context, c cdpproxy.Conn, sid string) (string, error) {
+	raw, err := c.Call(ctx, sid, "Page.getFrameTree", struct{}{})
+	if err != nil {
+		return "", fmt.Errorf("frame tree: %w", err)
+	}
+	var ft struct {
+		FrameTree struct {
+			Frame struct {
+				ID string `json:"id"`
+			} `json:"frame"`
+		} `json:"frameTree"`
+	}
+	if err := json.Unmarshal(raw, &ft); err != nil || ft.FrameTree.Frame.ID == "" {
+		return "", errors.New("frame tree: no main frame")
+	}
+	return ft.FrameTree.Frame.ID, nil
+}
+
+func (in *interceptor) createWorld(ctx context.Context, c cdpproxy.Conn, sid, frameID string) (int64, error) {
+	raw, err := c.Call(ctx, sid, "Page.createIsolatedWorld", map[string]any{
+		"frameId":             frameID,
+		"worldName":           in.world,
+		"grantUniveralAccess": true, // sic: the CDP parameter is spelled so
+	})
+	if err != nil {
+		return 0, fmt.Errorf("isolated world: %w", err)
+	}
+	var w struct {
+		ID int64 `json:"executionContextId"`
+	}
+	if err := json.Unmarshal(raw, &w); err != nil || w.ID == 0 {
+		return 0, errors.New("isolated world: no context")
+	}
+	return w.ID, nil
+}
+
+// The isolated world of the check is reused (creating one costs ~2 ms), so
+// a client must not be able to run code in it: its creation event is
+// dropped (Event) and its name is random, and commands naming one of its
+// execution context ids are refused. The registry is shared by every
+// connection of one daemon session, since a client may open several.
+
+type reservedKey struct {
+	sess   *cdpproxy.Session
+	target string
+	id     int64
+}
+
+var reserved = struct {
+	sync.Mutex
+	m map[reservedKey]int
+}{m: map[reservedKey]int{}}
+
+func targetKey(c cdpproxy.Conn, sid string) string {
+	if ti, ok := c.Target(sid); ok && ti.TargetID != "" {
+		return ti.TargetID
+	}
+	return "session:" + sid
+}
+
+func (in *interceptor) reserve(c cdpproxy.Conn, sid string, id int64) {
+	k := reservedKey{sess: c.Session(), target: targetKey(c, sid), id: id}
+	in.resMu.Lock()
+	defer in.resMu.Unlock()
+	for _, have := range in.resKeys {
+		if have == k {
+			return
+		}
+	}
+	in.resKeys = append(in.resKeys, k)
+	reserved.Lock()
+	reserved.m[k]++
+	reserved.Unlock()
+}
+
+func (in *interceptor) releaseReserved() {
+	in.resMu.Lock()
+	keys := in.resKeys
+	in.resKeys = nil
+	in.resMu.Unlock()
+	reserved.Lock()
+	defer reserved.Unlock()
+	for _, k := range keys {
+		if reserved.m[k]--; reserved.m[k] <= 0 {
+			delete(reserved.m, k)
+		}
+	}
+}
+
+// reservedContext reports whether a client command names an execution
+// context of the origin check (contextId, executionContextId).
+func (in *interceptor) reservedContext(c cdpproxy.Conn, m *cdpproxy.Message) bool {
+	if !bytes.Contains(m.Raw, []byte("ontextId")) {
+		return false
+	}
+	var msg struct {
+		Params struct {
+			ContextID          int64 `json:"contextId"`
+			ExecutionContextID int64 `json:"executionContextId"`
+		} `json:"params"`
+	}
+	if err := json.Unmarshal(m.Raw, &msg); err != nil {
+		return false
+	}
+	sess := c.Session()
+	target := targetKey(c, m.SessionID)
+	reserved.Lock()
+	defer reserved.Unlock()
+	for _, id := range []int64{msg.Params.ContextID, msg.Params.ExecutionContextID} {
+		if id != 0 && reserved.m[reservedKey{sess: sess, target: target, id: id}] > 0 {
+			return true
+		}
+	}
+	return false
+}

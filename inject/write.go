@@ -1,0 +1,299 @@
+package inject
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/cdpvault/cdpvault/cdpproxy"
+)
+
+// inject authorises every placeholder in text (name granted, known to the
+// tenant, focused frame origin allowed) and, if all pass, types text with
+// each placeholder replaced by its value: with one Input.insertText for an
+// insertText sink, or with a keyDown(text)/keyUp pair per character for a
+// dispatchKeyEvent sink, so the page's key and input handlers fire as for
+// the client's own typing. Called with in.mu held.
+func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, u *input, text []byte, ms []match) cdpproxy.Verdict {
+	secrets, origin, refusal := in.authorize(ctx, c, m, ms)
+	defer func() {
+		for _, s := range secrets {
+			if s.Value != nil {
+				s.Value.Destroy()
+			}
+		}
+	}()
+	if refusal != "" {
+		return reply(cdpproxy.ErrorReply(m, refusal))
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	var err error
+	if u.keyMode {
+		err = in.typeKeys(cctx, c, m.SessionID, text, ms, secrets)
+	} else {
+		buf := buildText(`{"text":"`, text, ms, secrets, `"}`)
+		_, err = c.Call(cctx, m.SessionID, methodInsertText, json.RawMessage(buf))
+		wipe(buf)
+	}
+	result, audit, reason := ResultInjected, AuditInjected, ""
+	if err != nil {
+		result, audit, reason = ResultError, AuditRefused, "error: write failed"
+		in.o.Logger.Warn("inject write", "error", err.Error())
+	}
+	seen := map[string]bool{}
+	for _, x := range ms {
+		if seen[x.name] {
+			continue
+		}
+		seen[x.name] = true
+		in.record(ctx, c, Record{Secret: x.name, Version: secrets[x.name].Version, Origin: origin, Sink: m.Method,
+			Result: audit, Reason: reason}, result)
+	}
+	if err != nil {
+		return reply(cdpproxy.ErrorReply(m, "cdpvault: typing the secret into the page failed"))
+	}
+	if u.keyMode && (u.typ == "keyDown" || u.typ == "char") {
+		in.swallow[m.SessionID] = u.key // its keyUp belongs to the typed value
+	}
+	return reply(cdpproxy.EmptyResult(m))
+}
+
+// authorize resolves and checks every distinct name in ms; it stops at the
+// first refusal and returns the CDP error message for it. Every attempt is
+// recorded (audit and metric).
+func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match) (map[string]Secret, string, string) {
+	secrets := map[string]Secret{}
+	origin, originErr, originDone := "", error(nil), false
+	for _, x := range ms {
+		name := x.name
+		if _, ok := secrets[name]; ok {
+			continue
+		}
+		rec := Record{Secret: name, Sink: m.Method, Result: AuditRefused}
+		if !in.granted[name] {
+			rec.Reason = "unlisted: not granted to the session"
+			in.record(ctx, c, rec, ResultRefusedUnlisted)
+			return secrets, origin, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
+		}
+		if in.o.Vault == nil {
+			rec.Reason = "unknown: no vault"
+			in.record(ctx, c, rec, ResultRefusedUnknown)
+			return secrets, origin, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
+		}
+		sec, err := in.o.Vault.Resolve(ctx, name)
+		if err != nil {
+			if errors.Is(err, ErrUnknownSecret) {
+				rec.Reason = "unknown: tenant has no such secret"
+				in.record(ctx, c, rec, ResultRefusedUnknown)
+				return secrets, origin, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
+			}
+			rec.Reason = "error: resolve failed"
+			in.o.Logger.Warn("resolve secret", "secret", name, "error", err.Error())
+			in.record(ctx, c, rec, ResultError)
+			return secrets, origin, fmt.Sprintf("cdpvault: secret %s could not be resolved", name)
+		}
+		secrets[name] = sec
+		rec.Version = sec.Version
+		if sec.Value == nil || !sec.Value.IsAlive() {
+			rec.Reason = "error: empty value"
+			in.record(ctx, c, rec, ResultError)
+			return secrets, origin, fmt.Sprintf("cdpvault: secret %s could not be resolved", name)
+		}
+		if !originDone {
+			origin, originErr = in.focusedOrigin(ctx, c, m.SessionID)
+			originDone = true
+		}
+		rec.Origin = origin
+		if originErr != nil {
+			rec.Reason = "origin: " + originErr.Error()
+			in.record(ctx, c, rec, ResultRefusedOrigin)
+			return secrets, origin, fmt.Sprintf("cdpvault: origin of the focused frame could not be verified for secret %s (%s)", name, originErr.Error())
+		}
+		if !originAllowed(sec.Origins, origin) {
+			rec.Reason = "origin: not one of the secret's origins"
+			in.record(ctx, c, rec, ResultRefusedOrigin)
+			shown := origin
+			if shown == "" {
+				shown = "(opaque)"
+			}
+			return secrets, origin, fmt.Sprintf("cdpvault: origin %s is not allowed for secret %s", shown, name)
+		}
+	}
+	return secrets, origin, ""
+}
+
+// originAllowed: exact match with one of the secret's origins, or "*" when
+// stored as such. An opaque or unknown origin ("" or "null") matches only "*".
+func originAllowed(origins []string, origin string) bool {
+	for _, o := range origins {
+		if o == "*" {
+			return true
+		}
+		if origin != "" && origin != "null" && o == origin {
+			return true
+		}
+	}
+	return false
+}
+
+// buildText returns prefix + JSON-escaped(text with placeholders replaced)
+// + suffix in a buffer allocated once at its exact size (never regrown, so
+// no stray copy of a value is left behind). The caller wipes it.
+func buildText(prefix string, text []byte, ms []match, secrets map[string]Secret, suffix string) []byte {
+	n := len(prefix) + len(suffix)
+	pos := 0
+	for _, x := range ms {
+		n += escapedLen(text[pos:x.start]) + escapedLen(secrets[x.name].Value.Bytes())
+		pos = x.end
+	}
+	n += escapedLen(text[pos:])
+	buf := make([]byte, 0, n)
+	buf = append(buf, prefix...)
+	pos = 0
+	for _, x := range ms {
+		buf = appendEscaped(buf, text[pos:x.start])
+		buf = appendEscaped(buf, secrets[x.name].Value.Bytes())
+		pos = x.end
+	}
+	buf = appendEscaped(buf, text[pos:])
+	buf = append(buf, suffix...)
+	return buf
+}
+
+// utf16Len is the length in UTF-16 code units of text with placeholders
+// replaced (CDP positions count UTF-16 units).
+func utf16Len(text []byte, ms []match, secrets map[string]Secret) int {
+	count := func(b []byte) int {
+		n := 0
+		for len(b) > 0 {
+			r, size := utf8.DecodeRune(b)
+			if r >= 0x10000 {
+				n += 2
+			} else {
+				n++
+			}
+			b = b[size:]
+		}
+		return n
+	}
+	n, pos := 0, 0
+	for _, x := range ms {
+		n += count(text[pos:x.start]) + count(secrets[x.name].Value.Bytes())
+		pos = x.end
+	}
+	return n + count(text[pos:])
+}
+
+// typeKeys types text (placeholders replaced) one character at a time with
+// Input.dispatchKeyEvent keyDown (text, unmodifiedText, key) and keyUp, the
+// events Chrome turns into keydown, keypress, beforeinput, input and keyup.
+// Control characters (tab, newline, ...) go through Input.insertText so a
+// value can neither move focus nor submit a form half-typed.
+func (in *interceptor) typeKeys(ctx context.Context, c cdpproxy.Conn, sid string, text []byte, ms []match, secrets map[string]Secret) error {
+	var scratch [160]byte
+	typeRunes := func(b []byte) error {
+		for len(b) > 0 {
+			_, size := utf8.DecodeRune(b)
+			ch := b[:size]
+			b = b[size:]
+			var err error
+			if ch[0] < 0x20 || ch[0] == 0x7f {
+				p := appendEscaped(append(scratch[:0], `{"text":"`...), ch)
+				p = append(p, `"}`...)
+				_, err = c.Call(ctx, sid, methodInsertText, json.RawMessage(p))
+				wipe(scratch[:])
+			} else {
+				p := append(scratch[:0], `{"type":"keyDown","text":"`...)
+				p = appendEscaped(p, ch)
+				p = append(p, `","unmodifiedText":"`...)
+				p = appendEscaped(p, ch)
+				p = append(p, `","key":"`...)
+				p = appendEscaped(p, ch)
+				p = append(p, `"}`...)
+				_, err = c.Call(ctx, sid, methodKeyEvent, json.RawMessage(p))
+				wipe(scratch[:])
+				if err == nil {
+					p = append(scratch[:0], `{"type":"keyUp","key":"`...)
+					p = appendEscaped(p, ch)
+					p = append(p, `"}`...)
+					_, err = c.Call(ctx, sid, methodKeyEvent, json.RawMessage(p))
+					wipe(scratch[:])
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	pos := 0
+	for _, x := range ms {
+		if err := typeRunes(text[pos:x.start]); err != nil {
+			return err
+		}
+		if err := typeRunes(secrets[x.name].Value.Bytes()); err != nil {
+			return err
+		}
+		pos = x.end
+	}
+	return typeRunes(text[pos:])
+}
+
+// ime handles Input.imeSetComposition: placeholders in the composition text
+// are replaced (after the same authorisation), the selection moved to the
+// end of the new text; anything else passes unchanged. Called with in.mu held.
+func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, u *input) cdpproxy.Verdict {
+	ms, _ := scan(u.text, 0)
+	if len(ms) == 0 {
+		return forward
+	}
+	secrets, origin, refusal := in.authorize(ctx, c, m, ms)
+	defer func() {
+		for _, s := range secrets {
+			if s.Value != nil {
+				s.Value.Destroy()
+			}
+		}
+	}()
+	if refusal != "" {
+		return reply(cdpproxy.ErrorReply(m, refusal))
+	}
+	var params map[string]json.RawMessage
+	if err := json.Unmarshal(u.params, &params); err != nil {
+		return reply(cdpproxy.ErrorReply(m, "cdpvault: malformed "+m.Method))
+	}
+	n := utf16Len(u.text, ms, secrets)
+	suffix := fmt.Sprintf(`","selectionStart":%d,"selectionEnd":%d`, n, n)
+	for k, v := range params {
+		switch k {
+		case "text", "selectionStart", "selectionEnd":
+			continue
+		}
+		kb, _ := json.Marshal(k)
+		suffix += "," + string(kb) + ":" + string(v)
+	}
+	suffix += "}"
+	buf := buildText(`{"text":"`, u.text, ms, secrets, suffix)
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	_, err := c.Call(cctx, m.SessionID, methodIME, json.RawMessage(buf))
+	wipe(buf)
+	result, audit, reason := ResultInjected, AuditInjected, ""
+	if err != nil {
+		result, audit, reason = ResultError, AuditRefused, "error: write failed"
+	}
+	seen := map[string]bool{}
+	for _, x := range ms {
+		if !seen[x.name] {
+			seen[x.name] = true
+			in.record(ctx, c, Record{Secret: x.name, Version: secrets[x.name].Version, Origin: origin, Sink: m.Method, Result: audit, Reason: reason}, result)
+		}
+	}
+	if err != nil {
+		return reply(cdpproxy.ErrorReply(m, "cdpvault: typing the secret into the page failed"))
+	}
+	return reply(cdpproxy.EmptyResult(m))
+}
