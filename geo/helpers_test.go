@@ -470,7 +470,7 @@ func client(f *Forwarder, rootCAs *x509.CertPool) *http.Client {
 	return &http.Client{
 		Timeout: 20 * time.Second,
 		Transport: &http.Transport{
-			Proxy:              http.ProxyURL(pu),
+			Proxy: http.ProxyURL(pu),
 			// httptest certificates name example.com, not acme.test.
 			TLSClientConfig:    &tls.Config{RootCAs: rootCAs, ServerName: "example.com"},
 			DisableCompression: true,
