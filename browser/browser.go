@@ -114,8 +114,10 @@ func (b *Browser) ExitError() error {
 // Launch starts a headless browser in a fresh profile directory under o.BaseDir and returns once it
 // listens on 127.0.0.1 (its DevToolsActivePort file is written).
 //
-// ctx governs the browser's whole life, as with exec.CommandContext: when ctx is done the browser is
-// closed. Pass a session-scoped context, not an HTTP request's. o.StartTimeout bounds start-up alone.
+// ctx bounds start-up only (together with o.StartTimeout): if it ends before the browser is ready,
+// the browser's process group is killed and its profile removed. Once Launch has returned, ctx has no
+// effect (a session is typically created inside an HTTP request whose context ends right after); the
+// browser lives until Close, or until it dies (Done).
 func Launch(ctx context.Context, o Options) (*Browser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("launch browser: %w", err)
@@ -214,15 +216,10 @@ func Launch(ctx context.Context, o Options) (*Browser, error) {
 	b.stderr.stop()
 	b.url = "http://127.0.0.1:" + strconv.Itoa(port)
 	b.wsURL = "ws://127.0.0.1:" + strconv.Itoa(port) + path
-	b.stopWatch = context.AfterFunc(ctx, func() { b.Close() }) //nolint:errcheck
 	go func() {
 		<-b.done
-		select {
-		case <-ctx.Done():
-		default:
-			if !b.closing() {
-				b.log.Warn("browser exited unexpectedly", "pid", b.pid, "exit", fmt.Sprint(b.waitErr))
-			}
+		if !b.closing() {
+			b.log.Warn("browser exited unexpectedly", "pid", b.pid, "exit", fmt.Sprint(b.waitErr))
 		}
 	}()
 	b.log.Info("browser launched", "pid", b.pid, "url", b.url, "profile_dir", profile)
@@ -397,9 +394,6 @@ func (b *Browser) close() error {
 	b.mu.Lock()
 	b.closeStarted = true
 	b.mu.Unlock()
-	if b.stopWatch != nil {
-		b.stopWatch()
-	}
 	start := time.Now()
 	select {
 	case <-b.exited:

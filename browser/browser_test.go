@@ -156,13 +156,22 @@ func TestConcurrentClose(t *testing.T) {
 	assertGone(t, b)
 }
 
-func TestContextCancelStopsBrowser(t *testing.T) {
+func TestContextBoundsStartupOnly(t *testing.T) {
 	t.Parallel()
+	// A session is created inside an HTTP request: its context ends right after Launch returns, and
+	// the browser must outlive it.
 	ctx, cancel := context.WithCancel(context.Background())
 	b := launch(t, ctx, Options{})
 	cancel()
-	waitClosed(t, b.Done(), "Done after ctx cancel")
-	if err := b.Close(); err != nil { // waits for the Close the cancellation started
+	if _, err := b.Version(context.Background()); err != nil {
+		t.Fatalf("browser gone after its launch context ended: %v", err)
+	}
+	select {
+	case <-b.Done():
+		t.Fatal("Done closed after the launch context ended")
+	default:
+	}
+	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
 	assertGone(t, b)
@@ -363,12 +372,19 @@ func TestStartTimeoutKillsStubbornGroup(t *testing.T) {
 
 func TestStartupContextCancel(t *testing.T) {
 	t.Parallel()
-	p := script(t, "exec sleep 300")
+	p := script(t, "while :; do sleep 1; done")
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err := Launch(ctx, Options{Path: p, BaseDir: t.TempDir(), Logger: quietLogger()})
+	base := t.TempDir()
+	_, err := Launch(ctx, Options{Path: p, BaseDir: base, Logger: quietLogger()})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("got %v", err)
+	}
+	if pids := processesWithArg(p); len(pids) > 0 {
+		t.Fatalf("processes %v outlived a launch cancelled during start-up", pids)
+	}
+	if ents, _ := os.ReadDir(base); len(ents) != 0 {
+		t.Fatalf("leftover %v", ents)
 	}
 }
 
