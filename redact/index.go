@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"sort"
 	"sync"
+	"unsafe"
 
 	"github.com/awnumar/memguard"
 )
@@ -190,12 +191,8 @@ type Index struct {
 	maxLen   int
 	step     int
 
-	bmShift uint
-	bitmap  []uint64
-	tbShift uint
-	tbMask  uint64
-	start   []uint32
-	ents    []entry
+	long  table // 8-byte windows
+	short table // 5-byte windows of forms too short for 8
 }
 
 // pending is a form found during Build.
@@ -330,9 +327,9 @@ func (b *Builder) Build() (*Index, error) {
 		buf.Destroy()
 		return nil, fmt.Errorf("redact: fingerprint key: %w", err)
 	}
-	// the multiplier keys must be odd
+	// the multipliers must be odd
 	mem[8] |= 1
-	mem[16] |= 1
+	mem[24] |= 1
 	ix.buf = buf
 	ix.forms = make([]formMeta, len(forms))
 	off := keyBytes
@@ -352,16 +349,17 @@ func (b *Builder) Build() (*Index, error) {
 	return ix, nil
 }
 
-func (ix *Index) keys(mem []byte) (k0, k1, k2 uint64) {
-	return binary.LittleEndian.Uint64(mem[0:]), binary.LittleEndian.Uint64(mem[8:]), binary.LittleEndian.Uint64(mem[16:])
+func (ix *Index) keys(mem []byte) (k0, k1, k2, k3 uint64) {
+	return binary.LittleEndian.Uint64(mem[0:]), binary.LittleEndian.Uint64(mem[8:]),
+		binary.LittleEndian.Uint64(mem[16:]), binary.LittleEndian.Uint64(mem[24:])
 }
 
-func fingerprint(w, k0, k1, k2 uint64) uint64 {
-	h := (w ^ k0) * k1
-	h ^= h >> 29
-	h *= k2
-	h ^= h >> 32
-	return h
+// mix finishes a fingerprint for the bucket and tag bits.
+func mix(x, k3 uint64) uint64 {
+	x ^= x >> 32
+	x *= k3
+	x ^= x >> 29
+	return x
 }
 
 const winMask = (uint64(1) << (8 * winK)) - 1
@@ -377,40 +375,68 @@ func loadWin(b []byte, i int) uint64 {
 	return w
 }
 
-func (ix *Index) buildTables(mem []byte) {
-	k0, k1, k2 := ix.keys(mem)
-	ix.step = min(ix.minLen-winK+1, maxStep)
-	n := len(ix.forms) * ix.step
-	tb := max(4, bits.Len(uint(n)))
-	bb := min(tb+5, 27)
-	ix.tbShift = 20
-	ix.tbMask = uint64(1)<<tb - 1
-	ix.bmShift = uint(64 - bb)
-	ix.bitmap = make([]uint64, (1<<bb)/64)
-	ix.start = make([]uint32, (1<<tb)+1)
-	hs := make([]uint64, 0, n)
-	for _, f := range ix.forms {
-		form := mem[f.off : f.off+f.n]
-		for o := 0; o < ix.step; o++ {
-			h := fingerprint(loadWin(form, o), k0, k1, k2)
-			hs = append(hs, h)
-			ix.start[(h>>ix.tbShift)&ix.tbMask+1]++
-			bi := h >> ix.bmShift
-			ix.bitmap[bi>>6] |= 1 << (bi & 63)
-		}
+// table is one fingerprint table: a bitmap filter on the top bits of the
+// keyed product and buckets of (tag, form, offset) entries.
+type table struct {
+	bm      []uint64
+	bmShift uint
+	mask    uint64
+	start   []uint32
+	ents    []entry
+}
+
+func (tb *table) build(xs []uint64, fos []uint32, k3 uint64) {
+	n := len(xs)
+	bitsT := max(4, bits.Len(uint(n)))
+	// at least 32 bits per entry, and small tables get a sparse 64 KiB
+	// filter so that a sample rarely passes it by chance
+	bitsB := min(max(bitsT+5, 19), 27)
+	tb.mask = uint64(1)<<bitsT - 1
+	tb.bmShift = uint(64 - bitsB)
+	tb.bm = make([]uint64, max(1, (1<<bitsB)/64))
+	tb.start = make([]uint32, (1<<bitsT)+1)
+	for _, x := range xs {
+		bi := x >> tb.bmShift
+		tb.bm[bi>>6] |= 1 << (bi & 63)
+		tb.start[mix(x, k3)&tb.mask+1]++
 	}
-	for i := 1; i < len(ix.start); i++ {
-		ix.start[i] += ix.start[i-1]
+	for i := 1; i < len(tb.start); i++ {
+		tb.start[i] += tb.start[i-1]
 	}
-	ix.ents = make([]entry, n)
-	fill := make([]uint32, 1<<tb)
-	copy(fill, ix.start[:1<<tb])
-	for i, h := range hs {
-		fi, o := i/ix.step, i%ix.step
-		bk := (h >> ix.tbShift) & ix.tbMask
-		ix.ents[fill[bk]] = entry{tag: uint32(h), fo: uint32(fi)<<6 | uint32(o)}
+	tb.ents = make([]entry, n)
+	fill := make([]uint32, 1<<bitsT)
+	copy(fill, tb.start[:1<<bitsT])
+	for i, x := range xs {
+		h := mix(x, k3)
+		bk := h & tb.mask
+		tb.ents[fill[bk]] = entry{tag: uint32(h >> 32), fo: fos[i]}
 		fill[bk]++
 	}
+}
+
+// buildTables fingerprints, for every form, the windows at offsets
+// 0..step-1: an 8-byte window where the form is long enough (table long),
+// else a 5-byte one (table short, only forms a few bytes over the minimum).
+func (ix *Index) buildTables(mem []byte) {
+	k0, k1, k2, k3 := ix.keys(mem)
+	ix.step = min(ix.minLen-winK+1, maxStep)
+	var xl, xs []uint64
+	var fl, fs []uint32
+	for fi, f := range ix.forms {
+		form := mem[f.off : f.off+f.n]
+		for o := 0; o < ix.step; o++ {
+			fo := uint32(fi)<<6 | uint32(o)
+			if o+8 <= len(form) {
+				xl = append(xl, (binary.LittleEndian.Uint64(form[o:])^k0)*k1)
+				fl = append(fl, fo)
+			} else {
+				xs = append(xs, (loadWin(form, o)^k2)*k1)
+				fs = append(fs, fo)
+			}
+		}
+	}
+	ix.long.build(xl, fl, k3)
+	ix.short.build(xs, fs, k3)
 }
 
 // generator produces forms in two locked scratch regions.
@@ -515,27 +541,39 @@ func (ix *Index) find(t []byte, ms []match, lo int) ([]match, error) {
 		return ms, nil
 	}
 	mem := ix.buf.Bytes()
-	k0, k1, k2 := ix.keys(mem)
+	k0, k1, k2, k3 := ix.keys(mem)
 	step := ix.step
-	bm := ix.bitmap
-	bmShift := ix.bmShift
+	lbm, lsh := ix.long.bm, ix.long.bmShift
+	sbm, ssh := ix.short.bm, ix.short.bmShift
 	n := len(t)
 	q := 0
-	for ; q+8 <= n; q += step {
-		h := fingerprint(binary.LittleEndian.Uint64(t[q:])&winMask, k0, k1, k2)
-		bi := h >> bmShift
-		if bm[bi>>6]&(1<<(bi&63)) == 0 {
-			continue
+	if n >= 8 {
+		sc := scanner{base: unsafe.Pointer(unsafe.SliceData(t)), n: n, step: step, k0: k0, k1: k1, k2: k2,
+			lp: unsafe.Pointer(unsafe.SliceData(lbm)), sp: unsafe.Pointer(unsafe.SliceData(sbm)), lsh: lsh & 63, ssh: ssh & 63}
+		for {
+			q = sc.next(q)
+			if q+8 > n {
+				break
+			}
+			w := binary.LittleEndian.Uint64(t[q:])
+			x := (w ^ k0) * k1
+			y := (w&winMask ^ k2) * k1
+			bi, bj := x>>lsh, y>>ssh
+			if lbm[bi>>6]&(1<<(bi&63)) != 0 {
+				ms = ix.probe(&ix.long, t, q, mix(x, k3), mem, ms)
+			}
+			if sbm[bj>>6]&(1<<(bj&63)) != 0 {
+				ms = ix.probe(&ix.short, t, q, mix(y, k3), mem, ms)
+			}
+			q += step
 		}
-		ms = ix.probe(t, q, h, mem, ms)
 	}
 	for ; q+winK <= n; q += step {
-		h := fingerprint(loadWin(t, q), k0, k1, k2)
-		bi := h >> bmShift
-		if bm[bi>>6]&(1<<(bi&63)) == 0 {
-			continue
+		y := (loadWin(t, q) ^ k2) * k1
+		bj := y >> ssh
+		if sbm[bj>>6]&(1<<(bj&63)) != 0 {
+			ms = ix.probe(&ix.short, t, q, mix(y, k3), mem, ms)
 		}
-		ms = ix.probe(t, q, h, mem, ms)
 	}
 	if len(ms) == 0 {
 		return ms, nil
@@ -543,10 +581,10 @@ func (ix *Index) find(t []byte, ms []match, lo int) ([]match, error) {
 	return ix.resolve(t, ms, lo), nil
 }
 
-func (ix *Index) probe(t []byte, q int, h uint64, mem []byte, ms []match) []match {
-	bk := (h >> ix.tbShift) & ix.tbMask
-	tag := uint32(h)
-	for _, e := range ix.ents[ix.start[bk]:ix.start[bk+1]] {
+func (ix *Index) probe(tb *table, t []byte, q int, h uint64, mem []byte, ms []match) []match {
+	bk := h & tb.mask
+	tag := uint32(h >> 32)
+	for _, e := range tb.ents[tb.start[bk]:tb.start[bk+1]] {
 		if e.tag != tag {
 			continue
 		}
@@ -562,6 +600,37 @@ func (ix *Index) probe(t []byte, q int, h uint64, mem []byte, ms []match) []matc
 		}
 	}
 	return ms
+}
+
+// scanner is the hot loop of find, kept small so that its state stays in
+// registers.
+type scanner struct {
+	base     unsafe.Pointer
+	n, step  int
+	k0, k1   uint64
+	k2       uint64
+	lp, sp   unsafe.Pointer
+	lsh, ssh uint
+}
+
+// next returns the first sample position >= q (in steps) whose window
+// passes either bitmap filter, or a position with q+8 > n. The loads are
+// in bounds: q+8 <= n, and the shifts leave fewer bits than each bitmap
+// holds.
+func (sc *scanner) next(q int) int {
+	base, n, step := sc.base, sc.n, sc.step
+	k0, k1, k2 := sc.k0, sc.k1, sc.k2
+	lp, sp, lsh, ssh := sc.lp, sc.sp, sc.lsh&63, sc.ssh&63
+	for ; q+8 <= n; q += step {
+		w := *(*uint64)(unsafe.Add(base, q))
+		bi := ((w ^ k0) * k1) >> lsh
+		bj := ((w&winMask ^ k2) * k1) >> ssh
+		hit := *(*uint64)(unsafe.Add(lp, (bi>>6)*8))>>(bi&63) | *(*uint64)(unsafe.Add(sp, (bj>>6)*8))>>(bj&63)
+		if hit&1 != 0 {
+			return q
+		}
+	}
+	return q
 }
 
 func isHex(c byte) bool {
