@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/url"
+	"os"
+	"runtime"
 	"testing"
 )
 
@@ -115,3 +117,18 @@ func TestControlEchoChannelsCarryTheValueWithoutDaemon(t *testing.T) {
 		}
 	}
 }
+
+func TestControlMemoryScanFindsLiveValue(t *testing.T) {
+	t.Parallel()
+	live := []byte("memscan-" + randomHex(12))
+	hits, err := scanProcessMemory(os.Getpid(), map[string][]byte{"live": live})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hits["live"] == 0 {
+		t.Errorf("the memory scan did not find a value this process holds")
+	}
+	runtimeKeepAlive(live)
+}
+
+func runtimeKeepAlive(b []byte) { runtime.KeepAlive(b) }

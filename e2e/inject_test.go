@@ -1,0 +1,369 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/remote"
+)
+
+// TestInjectLogin: each client types <<secret:acme_password>> into the
+// password field of acme.test, and the site receives exactly the stored value
+// (quotes, <, &, %, +, spaces, non-ASCII letters, an emoji), by fetch and by
+// native form POST. The clients themselves never see the value.
+func TestInjectLogin(t *testing.T) {
+	t.Parallel()
+	f := NewFixture(t, "debug")
+	ph := placeholder(acmePassword)
+	loginURL := f.Site.URL("acme", "/login")
+	clients := []struct {
+		name string
+		run  func(t *testing.T, s Session) []byte
+	}{
+		{"playwright-fill", func(t *testing.T, s Session) []byte {
+			return runNode(t, "pw-login.mjs", map[string]string{"CDP_URL": s.CDPURL, "MODE": "fill", "LOGIN_URL": loginURL, "USERNAME": "alice", "TEXT": ph})
+		}},
+		{"playwright-pressSequentially", func(t *testing.T, s Session) []byte {
+			return runNode(t, "pw-login.mjs", map[string]string{"CDP_URL": s.CDPURL, "MODE": "press", "LOGIN_URL": loginURL, "USERNAME": "alice", "TEXT": ph})
+		}},
+		{"puppeteer-type", func(t *testing.T, s Session) []byte {
+			return runNode(t, "pptr-login.mjs", map[string]string{"WS_URL": s.WSURL, "LOGIN_URL": loginURL, "USERNAME": "alice", "TEXT": ph})
+		}},
+		{"chromedp-SendKeys", func(t *testing.T, s Session) []byte {
+			return chromedpLogin(t, s.WSURL, loginURL, ph)
+		}},
+	}
+	for _, c := range clients {
+		t.Run(c.name, func(t *testing.T) {
+			// Sequential on purpose: each login's requests are told apart by
+			// order on the shared site.
+			s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+			before := len(f.Site.Requests())
+			out := c.run(t, s)
+			checkLogin(t, c.name, f.Site.Requests()[before:], "acme.test", trickyValue)
+			for name, v := range allValues {
+				if hits := valueHits(out, v); len(hits) > 0 {
+					t.Errorf("%s saw the value of %s: %v", c.name, name, hits)
+				}
+			}
+		})
+	}
+	// Only the granted secret was ever sent, and only to acme.test.
+	for name, v := range allValues {
+		if name == acmePassword {
+			if l := f.Site.Leaks("evil.test", v); len(l) > 0 {
+				t.Errorf("evil.test received %s: %v", name, l)
+			}
+			continue
+		}
+		if l := f.Site.Leaks("", v); len(l) > 0 {
+			t.Errorf("the site received %s, never typed: %v", name, l)
+		}
+	}
+	recs, body := f.Audit(t, f.Token)
+	if got := auditMatching(recs, acmePassword, "inject"); len(got) < len(clients) {
+		t.Errorf("audit has %d injection records for %s, want at least %d (one per client): %s", len(got), acmePassword, len(clients), body)
+	}
+	f.AssertDaemonOutputClean(t)
+	if !strings.Contains(string(f.D.Metrics()), "cdpvault_secret_injections_total") {
+		t.Errorf("/metrics lacks cdpvault_secret_injections_total")
+	}
+}
+
+// chromedpLogin logs in with chromedp's SendKeys (one key event per rune).
+func chromedpLogin(t *testing.T, wsURL, loginURL, text string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	actx, acancel := remote.NewAllocator(ctx, wsURL)
+	defer acancel()
+	cctx, ccancel := chromedp.NewContext(actx)
+	defer ccancel()
+	if err := chromedp.Do(cctx,
+		chromedp.Navigate(loginURL),
+		chromedp.SendKeys(chromedp.ID("username"), "alice"),
+		chromedp.SendKeys(chromedp.ID("password"), text),
+		chromedp.Click(chromedp.ID("fetch-submit")),
+	); err != nil {
+		t.Fatalf("chromedp login: %v", err)
+	}
+	status, err := chromedp.Run(cctx, chromedp.Poll[string](`(() => { const s = document.getElementById('status').textContent; return s.startsWith('sent') ? s : null })()`))
+	if err != nil {
+		t.Fatalf("chromedp wait for the fetch login: %v", err)
+	}
+	if err := chromedp.Do(cctx, chromedp.Click(chromedp.ID("submit")), chromedp.WaitVisible(chromedp.ID("result"))); err != nil {
+		t.Fatalf("chromedp form login: %v", err)
+	}
+	result, err := chromedp.Run(cctx, chromedp.Text(chromedp.ID("result")))
+	if err != nil {
+		t.Fatalf("chromedp result: %v", err)
+	}
+	chromedp.Cancel(cctx)
+	b, _ := json.Marshal(map[string]string{"status": status, "result": result})
+	return b
+}
+
+// TestInjectRefusals: a placeholder anywhere but an input command, on the
+// wrong origin (cross-origin iframe, navigation or redirect right before
+// typing), or naming a secret the session may not use, is refused with a
+// CDP error, and no site ever receives a value.
+func TestInjectRefusals(t *testing.T) {
+	t.Parallel()
+	f := NewFixture(t, "debug")
+	ph := placeholder(acmePassword)
+
+	// Session creation itself refuses secrets the tenant does not have.
+	for _, name := range []string{betaPassword, unusedName} {
+		if code, body := f.D.API(http.MethodPost, "/api/v1/sessions", f.Token, SessionOpts{Secrets: []string{name}}); code != http.StatusNotFound {
+			t.Errorf("session asking for %s = %d %s, want 404", name, code, body)
+		}
+	}
+	s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+	others := []string{placeholder(unusedName), placeholder(acmeOther), placeholder(betaPassword)}
+	othersJSON, _ := json.Marshal(others)
+	out := runNode(t, "pw-refuse.mjs", map[string]string{"CDP_URL": s.CDPURL, "ACME": f.Site.Origin("acme"),
+		"EVIL": f.Site.Origin("evil"), "PH": ph, "OTHERS": string(othersJSON)})
+	var results []struct {
+		Name  string          `json:"name"`
+		OK    bool            `json:"ok"`
+		Value json.RawMessage `json:"value"`
+		Error string          `json:"error"`
+	}
+	if err := json.Unmarshal(out, &results); err != nil {
+		t.Fatalf("pw-refuse.mjs output %s: %v", out, err)
+	}
+	mustRefuse := map[string]bool{"navigate": true, "evaluate-expression": true, "evaluate-function-body": true,
+		"extra-http-headers": true, "cookies": true, "cross-origin-iframe-fill": true, "navigated-insert-text": true}
+	for _, o := range others {
+		mustRefuse["fill "+o] = true
+	}
+	seen := map[string]bool{}
+	for _, r := range results {
+		seen[r.Name] = true
+		switch {
+		case mustRefuse[r.Name]:
+			if r.OK || !strings.Contains(r.Error, "cdpvault") {
+				t.Errorf("%s: ok=%v error=%q, want a CDP error from cdpvault", r.Name, r.OK, r.Error)
+			}
+		case r.Name == "evaluate-argument":
+			// callFunctionOn arguments pass through unchanged: the page gets
+			// the literal placeholder, never the value.
+			if want, _ := json.Marshal(ph); !r.OK || string(r.Value) != string(want) {
+				t.Errorf("evaluate-argument: ok=%v value=%s error=%q, want the literal placeholder back", r.OK, r.Value, r.Error)
+			}
+		}
+	}
+	for name := range mustRefuse {
+		if !seen[name] {
+			t.Errorf("attempt %q did not run", name)
+		}
+	}
+	// No value reached any site, by any path; the evil origin got requests
+	// (so the attempts really happened there).
+	for name, v := range allValues {
+		if l := f.Site.Leaks("", v); len(l) > 0 {
+			t.Errorf("the site received the value of %s: %v", name, l)
+		}
+		if hits := valueHits(out, v); len(hits) > 0 {
+			t.Errorf("the client saw the value of %s: %v", name, hits)
+		}
+	}
+	if n := len(f.Site.Received("evil.test", "/api/login")); n < 3 {
+		t.Errorf("evil.test got %d fetch logins, want 3 (iframe, navigation, redirect)", n)
+	}
+	recs, body := f.Audit(t, f.Token)
+	if len(auditMatching(recs, "refus")) == 0 {
+		t.Errorf("audit lists no refused attempt: %s", body)
+	}
+	if len(auditMatching(recs, acmePassword, "refus")) == 0 {
+		t.Errorf("audit lists no refused attempt for %s: %s", acmePassword, body)
+	}
+	// Another tenant's audit does not show acme's session.
+	_, betaBody := f.Audit(t, f.BetaToken)
+	if strings.Contains(string(betaBody), s.ID) || strings.Contains(string(betaBody), acmePassword) {
+		t.Errorf("beta's audit shows acme's records: %s", betaBody)
+	}
+	f.AssertDaemonOutputClean(t)
+}
+
+// TestInjectRefusalErrorShape: over a raw socket, a refused command gets
+// exactly {"id":N,"sessionId":S,"error":{"code":-32000,"message":"cdpvault: ..."}},
+// whatever escaping the client used, and a refused /json/new opens nothing.
+func TestInjectRefusalErrorShape(t *testing.T) {
+	t.Parallel()
+	f := NewFixture(t, "info")
+	s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+	r := DialRaw(t, s.WSURL)
+	_, sid := r.NewPageSession("about:blank")
+	r.Navigate(sid, f.Site.URL("acme", "/login"))
+	frames := map[string]string{
+		"evaluate":             `{"id":%d,"sessionId":"%s","method":"Runtime.evaluate","params":{"expression":"'<<secret:acme_password>>'"}}`,
+		"evaluate-json-escape": `{"id":%d,"sessionId":"%s","method":"Runtime.evaluate","params":{"expression":"'\u003c\u003csecret:acme_password\u003e\u003e'"}}`,
+		"navigate-percent":     `{"id":%d,"sessionId":"%s","method":"Page.navigate","params":{"url":"` + f.Site.URL("acme", "/blank?p=%%3C%%3Csecret:acme_password%%3E%%3E") + `"}}`,
+		"insert-unlisted":      `{"id":%d,"sessionId":"%s","method":"Input.insertText","params":{"text":"<<secret:acme_other>>"}}`,
+	}
+	id := int64(7)
+	for name, tmpl := range frames {
+		id++
+		r.SendRaw([]byte(fmt.Sprintf(tmpl, id, sid)))
+		resp := r.Wait(id)
+		if resp.SessionID != sid || resp.Error == nil || resp.Error.Code != -32000 || !strings.HasPrefix(resp.Error.Message, "cdpvault:") || resp.Result != nil {
+			t.Errorf("%s: got id=%d sessionId=%q error=%+v result=%s, want the cdpvault CDP error with the command's sessionId", name, resp.ID, resp.SessionID, resp.Error, resp.Result)
+		}
+	}
+	// The session still works after refusals.
+	if got := string(r.Evaluate(sid, "document.title")); got != `"Login at acme.test"` {
+		t.Errorf("after refusals the page is at %s", got)
+	}
+	// /json/new with a placeholder in its URL is refused and opens nothing.
+	before := len(f.Site.Requests())
+	code, body := httpDo(t, http.MethodPut, s.CDPURL+"/json/new?"+f.Site.URL("acme", "/blank?p="+url.QueryEscape(placeholder(acmePassword))), nil)
+	if code == http.StatusOK {
+		t.Errorf("PUT /json/new with a placeholder = 200 %s, want refused", body)
+	}
+	code, body = httpDo(t, http.MethodPut, s.CDPURL+"/json/new?"+f.Site.URL("acme", "/blank?p=<<secret:acme_password>>"), nil)
+	if code == http.StatusOK {
+		t.Errorf("PUT /json/new with a raw placeholder = 200 %s, want refused", body)
+	}
+	r.Evaluate(sid, "1") // a round trip, so a wrongly opened page had time to ask
+	for _, rq := range f.Site.Requests()[before:] {
+		if strings.Contains(rq.RawQuery, "secret") {
+			t.Errorf("the site got %s?%s", rq.Path, rq.RawQuery)
+		}
+	}
+	for name, v := range allValues {
+		if l := f.Site.Leaks("", v); len(l) > 0 {
+			t.Errorf("the site received the value of %s: %v", name, l)
+		}
+	}
+}
+
+// TestInjectLegacyNestedMessagesCannotBypass: Target.sendMessageToTarget
+// (nested JSON strings) is either run through the same rules or refused; it
+// never types a value into a page of another origin.
+func TestInjectLegacyNestedMessagesCannotBypass(t *testing.T) {
+	t.Parallel()
+	f := NewFixture(t, "info")
+	s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+	r := DialRaw(t, s.WSURL)
+	tid, sid := r.NewPageSession("about:blank")
+	r.Navigate(sid, f.Site.URL("evil", "/login?autofocus=1"))
+	r.MustCall(sid, "Page.bringToFront", nil, nil)
+	var at struct {
+		SessionID string `json:"sessionId"`
+	}
+	resp := r.Call("", "Target.attachToTarget", map[string]any{"targetId": tid, "flatten": false})
+	if resp.Error == nil {
+		json.Unmarshal(resp.Result, &at)
+		for i, inner := range []string{
+			`{"id":1,"method":"Runtime.evaluate","params":{"expression":"document.getElementById('password').focus()"}}`,
+			`{"id":2,"method":"Input.insertText","params":{"text":"<<secret:acme_password>>"}}`,
+			`{"id":3,"method":"Input.insertText","params":{"text":"\u003c\u003csecret:acme_password\u003e\u003e"}}`,
+		} {
+			resp := r.Call("", "Target.sendMessageToTarget", map[string]any{"sessionId": at.SessionID, "message": inner})
+			if i > 0 && resp.Error != nil && !strings.Contains(resp.Error.Message, "cdpvault") {
+				t.Errorf("legacy message %d refused without saying cdpvault: %+v", i, resp.Error)
+			}
+		}
+	} else if !strings.Contains(resp.Error.Message, "cdpvault") {
+		t.Logf("non-flattened attach refused by Chrome: %+v", resp.Error)
+	}
+	r.Evaluate(sid, "document.getElementById('fetch-submit').click()")
+	deadline := time.Now().Add(waitTimeout)
+	for len(f.Site.Received("evil.test", "/api/login")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("evil.test never got the fetch login")
+		}
+		time.Sleep(20 * time.Millisecond) // polling the browser's request
+	}
+	if l := f.Site.Leaks("", trickyValue); len(l) > 0 {
+		t.Errorf("a legacy nested message injected the value: %v", l)
+	}
+}
+
+// TestInjectOrdinaryTypingReachesPageUnchanged: text that merely looks like
+// the start of a placeholder, typed one key at a time, reaches the page byte
+// for byte and in order, with every client.
+func TestInjectOrdinaryTypingReachesPageUnchanged(t *testing.T) {
+	t.Parallel()
+	f := NewFixture(t, "info")
+	texts := []string{
+		"a<<b<c",
+		"<<secret ok",
+		"<<secret:!x",
+		"<<secret:-name>> tail",
+		"<<secret:ab cd>>",
+		"<<<secret:>>",
+		"x<<secret:>>y",
+		"<<s<<secret:a b",
+		"<<secret:acme_password> not closed",
+		"1 << 2 && a < b",
+	}
+	tj, _ := json.Marshal(texts)
+	loginURL := f.Site.URL("acme", "/login")
+	for _, client := range []string{"pw", "pptr", "chromedp"} {
+		t.Run(client, func(t *testing.T) {
+			s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+			var got []struct{ Text, Got string }
+			if client == "chromedp" {
+				got = chromedpTyping(t, s.WSURL, loginURL, texts)
+			} else {
+				out := runNode(t, "typing.mjs", map[string]string{"CLIENT": client, "CDP_URL": s.CDPURL, "WS_URL": s.WSURL,
+					"LOGIN_URL": loginURL, "TEXTS": string(tj)})
+				if err := json.Unmarshal(out, &got); err != nil {
+					t.Fatalf("typing.mjs output %s: %v", out, err)
+				}
+			}
+			if len(got) != len(texts) {
+				t.Fatalf("%d results for %d texts", len(got), len(texts))
+			}
+			for _, g := range got {
+				if g.Got != g.Text {
+					t.Errorf("typed %q, the page has %q", g.Text, g.Got)
+				}
+			}
+		})
+	}
+}
+
+func chromedpTyping(t *testing.T, wsURL, loginURL string, texts []string) []struct{ Text, Got string } {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	actx, acancel := remote.NewAllocator(ctx, wsURL)
+	defer acancel()
+	cctx, ccancel := chromedp.NewContext(actx)
+	defer ccancel()
+	if err := chromedp.Do(cctx, chromedp.Navigate(loginURL)); err != nil {
+		t.Fatalf("chromedp navigate: %v", err)
+	}
+	var out []struct{ Text, Got string }
+	for _, text := range texts {
+		if err := chromedp.Do(cctx, chromedp.SetValue(chromedp.ID("note"), ""), chromedp.SendKeys(chromedp.ID("note"), text)); err != nil {
+			t.Fatalf("chromedp SendKeys %q: %v", text, err)
+		}
+		var got string
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			v, err := chromedp.Run(cctx, chromedp.Value(chromedp.ID("note")))
+			if err != nil {
+				t.Fatalf("chromedp value: %v", err)
+			}
+			got = v
+			if got == text || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond) // held input may wait for the idle flush
+		}
+		out = append(out, struct{ Text, Got string }{text, got})
+	}
+	chromedp.Cancel(cctx)
+	return out
+}
