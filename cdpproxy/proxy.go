@@ -406,4 +406,3 @@ func setNoDelay(c net.Conn) {
 		tc.SetNoDelay(true)
 	}
 }
-
