@@ -3,10 +3,13 @@ package e2e_test
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
 	"net/url"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
 )
 
 // The control tests run the same client scripts against a Chromium driven
@@ -132,3 +135,97 @@ func TestControlMemoryScanFindsLiveValue(t *testing.T) {
 }
 
 func runtimeKeepAlive(b []byte) { runtime.KeepAlive(b) }
+
+func TestControlScriptsRunToTheEndAgainstDirectChromium(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	c := StartDirectChrome(t)
+	ph := placeholder(acmePassword)
+	others, _ := json.Marshal([]string{placeholder(acmeOther)})
+	out := runNode(t, "pw-refuse.mjs", map[string]string{"CDP_URL": c.CDPURL, "ACME": site.Origin("acme"),
+		"EVIL": site.Origin("evil"), "PH": ph, "OTHERS": string(others)})
+	var results []struct {
+		Name  string
+		OK    bool
+		Error string
+	}
+	if err := json.Unmarshal(out, &results); err != nil {
+		t.Fatalf("pw-refuse.mjs: %v", err)
+	}
+	if len(results) != 11 {
+		t.Errorf("pw-refuse.mjs ran %d attempts, want 11", len(results))
+	}
+	for _, r := range results {
+		if !r.OK {
+			t.Errorf("without a daemon, attempt %s failed: %s", r.Name, r.Error)
+		}
+	}
+	if n := len(site.Received("evil.test", "/api/login")); n != 3 {
+		t.Errorf("evil.test got %d fetch logins, want 3", n)
+	}
+	// Without a daemon the literal placeholder travels: the test's leak
+	// checks would see a value the same way.
+	if len(site.Leaks("evil.test", []byte(ph))) == 0 {
+		t.Errorf("the placeholder typed on evil.test never reached it; the refusal test could not see a leak there")
+	}
+
+	texts := []string{"a<<b<c", "<<secret:!x", "Ünï 😀"}
+	tj, _ := json.Marshal(texts)
+	for _, client := range []string{"pw", "pptr"} {
+		out := runNode(t, "typing.mjs", map[string]string{"CLIENT": client, "CDP_URL": c.CDPURL, "WS_URL": c.WSURL,
+			"LOGIN_URL": site.URL("acme", "/login"), "TEXTS": string(tj)})
+		if !strings.Contains(string(out), `"got":"Ünï 😀"`) {
+			t.Errorf("typing.mjs %s: %s", client, out)
+		}
+	}
+	for _, g := range chromedpTyping(t, c.WSURL, site.URL("acme", "/login"), texts) {
+		if g.Got != g.Text {
+			t.Errorf("chromedp typed %q, page has %q", g.Text, g.Got)
+		}
+	}
+	before := len(site.Requests())
+	chromedpLogin(t, c.WSURL, site.URL("acme", "/login"), string(trickyValue))
+	checkLogin(t, "chromedp", site.Requests()[before:], "acme.test", trickyValue)
+}
+
+func TestControlRawCDPHelpersAgainstDirectChromium(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	c := StartDirectChrome(t)
+	r := DialRaw(t, c.WSURL)
+	tid, sid := r.NewPageSession("about:blank")
+	r.Navigate(sid, site.URL("evil", "/login?autofocus=1"))
+	r.MustCall(sid, "Page.bringToFront", nil, nil)
+	r.Evaluate(sid, "document.getElementById('password').focus()")
+	r.MustCall(sid, "Input.insertText", map[string]any{"text": "typed"}, nil)
+	if got := string(r.Evaluate(sid, "document.getElementById('password').value")); got != `"typed"` {
+		t.Errorf("insertText into the autofocused field: %s", got)
+	}
+	// The legacy, non-flattened path the daemon must police.
+	var at struct {
+		SessionID string `json:"sessionId"`
+	}
+	r.MustCall("", "Target.attachToTarget", map[string]any{"targetId": tid, "flatten": false}, &at)
+	r.MustCall("", "Target.sendMessageToTarget", map[string]any{"sessionId": at.SessionID,
+		"message": `{"id":2,"method":"Input.insertText","params":{"text":"+legacy"}}`}, nil)
+	deadline := time.Now().Add(waitTimeout)
+	for string(r.Evaluate(sid, "document.getElementById('password').value")) != `"typed+legacy"` {
+		if time.Now().After(deadline) {
+			t.Fatalf("a legacy nested Input.insertText never reached the page")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Chrome ends a page socket on /json/close; see how.
+	code, body := httpDo(t, http.MethodPut, c.CDPURL+"/json/new?about:blank", nil)
+	var nt discoveryTarget
+	if code != http.StatusOK || json.Unmarshal(body, &nt) != nil {
+		t.Fatalf("PUT /json/new = %d %s", code, body)
+	}
+	p := DialRaw(t, nt.WebSocketDebuggerURL)
+	p.Evaluate("", "1")
+	if code, _ := httpDo(t, http.MethodGet, c.CDPURL+"/json/close/"+nt.ID, nil); code != http.StatusOK {
+		t.Fatalf("/json/close = %d", code)
+	}
+	closed, ccode, err := p.WaitClosed(waitTimeout)
+	t.Logf("direct Chrome on /json/close: close frame %v code %d err %v", closed, ccode, err)
+}

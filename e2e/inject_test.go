@@ -256,6 +256,7 @@ func TestInjectLegacyNestedMessagesCannotBypass(t *testing.T) {
 	tid, sid := r.NewPageSession("about:blank")
 	r.Navigate(sid, f.Site.URL("evil", "/login?autofocus=1"))
 	r.MustCall(sid, "Page.bringToFront", nil, nil)
+	r.Evaluate(sid, "document.getElementById('password').focus()")
 	var at struct {
 		SessionID string `json:"sessionId"`
 	}
@@ -346,7 +347,10 @@ func chromedpTyping(t *testing.T, wsURL, loginURL string, texts []string) []stru
 	}
 	var out []struct{ Text, Got string }
 	for _, text := range texts {
-		if err := chromedp.Do(cctx, chromedp.SetValue(chromedp.ID("note"), ""), chromedp.SendKeys(chromedp.ID("note"), text)); err != nil {
+		if _, err := chromedp.Run(cctx, chromedp.Evaluate[bool](`(document.getElementById('note').value = '', true)`)); err != nil {
+			t.Fatalf("chromedp clear: %v", err)
+		}
+		if err := chromedp.Do(cctx, chromedp.SendKeys(chromedp.ID("note"), text)); err != nil {
 			t.Fatalf("chromedp SendKeys %q: %v", text, err)
 		}
 		var got string

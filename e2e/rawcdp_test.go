@@ -178,9 +178,10 @@ func (r *RawCDP) WaitClosed(timeout time.Duration) (closeFrame bool, code int, e
 			continue
 		}
 		var ce *websocket.CloseError
-		if errors.As(err, &ce) {
+		if errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure {
 			return true, ce.Code, nil
 		}
+		// gorilla reports a socket dropped without a close frame as 1006.
 		var ne interface{ Timeout() bool }
 		if errors.As(err, &ne) && ne.Timeout() {
 			return false, 0, fmt.Errorf("socket still open after %v", timeout)
