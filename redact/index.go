@@ -3,6 +3,7 @@ package redact
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -750,12 +751,140 @@ func (ix *Index) emit(dst, t []byte, ms []match, upto int) []byte {
 			break
 		}
 		dst = append(dst, t[prev:m.s]...)
-		dst = append(dst, phOpen...)
-		dst = append(dst, ix.names[ix.forms[m.f].name]...)
-		dst = append(dst, phClose...)
+		dst = ix.placeholder(dst, m.f, false)
 		prev = m.e
 	}
 	return append(dst, t[prev:upto]...)
+}
+
+func (ix *Index) placeholder(dst []byte, f int, quoted bool) []byte {
+	if quoted {
+		dst = append(dst, '"')
+	}
+	dst = append(dst, phOpen...)
+	dst = append(dst, ix.names[ix.forms[f].name]...)
+	dst = append(dst, phClose...)
+	if quoted {
+		dst = append(dst, '"')
+	}
+	return dst
+}
+
+// looksJSON reports whether t starts (after white space) like a JSON
+// object, array or string, or is a valid JSON number or literal.
+func looksJSON(t []byte) bool {
+	for _, c := range t {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{', '[', '"':
+			return true
+		}
+		// a bare number or literal: decide by validating (this runs only
+		// when something matched)
+		return json.Valid(t)
+	}
+	return false
+}
+
+func isStructural(c byte) bool {
+	switch c {
+	case '{', '}', '[', ']', ',', ':', ' ', '\t', '\r', '\n', '"':
+		return true
+	}
+	return false
+}
+
+// emitJSON replaces the spans in a JSON text so that it stays valid JSON
+// at the top level: the JSON structure (quotes, brackets, commas, colons)
+// inside a span is kept, the first string segment the span covers receives
+// the placeholder and later ones become empty, and a number or literal the
+// span touches is replaced as a whole by the placeholder as a string (or
+// by "" once the placeholder was written). A span that lies inside one
+// string, the common case, becomes just the placeholder.
+func (ix *Index) emitJSON(dst, t []byte, ms []match) []byte {
+	prev := 0
+	inStr := false
+	// advance tracks the string state from prev to p.
+	advance := func(from, to int) {
+		for i := from; i < to; i++ {
+			c := t[i]
+			if inStr {
+				if c == '\\' {
+					i++
+				} else if c == '"' {
+					inStr = false
+				}
+			} else if c == '"' {
+				inStr = true
+			}
+		}
+	}
+	for _, m := range ms {
+		s, e := m.s, m.e
+		if s < prev {
+			s = prev
+		}
+		advance(prev, s)
+		if !inStr {
+			for s > prev && !isStructural(t[s-1]) && t[s-1] != '\\' {
+				s--
+			}
+		}
+		dst = append(dst, t[prev:s]...)
+		done := false
+		p := s
+		for p < e {
+			if inStr {
+				q := p
+				for q < len(t) && t[q] != '"' {
+					if t[q] == '\\' {
+						q++
+					}
+					q++
+				}
+				q = min(q, len(t))
+				if !done {
+					dst = ix.placeholder(dst, m.f, false)
+					done = true
+				}
+				if q >= e {
+					p = e
+					break
+				}
+				// the closing quote lies inside the span: keep it
+				dst = append(dst, '"')
+				inStr = false
+				p = q + 1
+				continue
+			}
+			c := t[p]
+			switch {
+			case c == '"':
+				dst = append(dst, '"')
+				inStr = true
+				p++
+			case isStructural(c):
+				dst = append(dst, c)
+				p++
+			default:
+				r := p
+				for r < len(t) && !isStructural(t[r]) {
+					r++
+				}
+				if !done {
+					dst = ix.placeholder(dst, m.f, true)
+					done = true
+				} else {
+					dst = append(dst, '"', '"')
+				}
+				p = r
+				e = max(e, r)
+			}
+		}
+		prev = p
+	}
+	return append(dst, t[prev:]...)
 }
 
 // Scrub appends src to dst with every form of every secret replaced by
@@ -763,7 +892,10 @@ func (ix *Index) emit(dst, t []byte, ms []match, upto int) []byte {
 // Overlapping occurrences (a secret inside another, self-overlapping
 // values) merge into one replacement named after the longest form. A
 // replacement never starts or ends inside a JSON escape sequence, so valid
-// JSON stays valid JSON. On error (a destroyed index) nothing is appended.
+// JSON stays valid JSON: when src looks like a JSON document (it starts
+// with { or [) the replacement keeps the JSON structure a span crosses (see
+// emitJSON); otherwise the span becomes the bare placeholder. On error (a
+// destroyed index) nothing is appended.
 func (ix *Index) Scrub(dst, src []byte) (out []byte, n int, err error) {
 	var arr [8]match
 	ix.mu.RLock()
@@ -774,6 +906,9 @@ func (ix *Index) Scrub(dst, src []byte) (out []byte, n int, err error) {
 	}
 	if len(ms) == 0 {
 		return append(dst, src...), 0, nil
+	}
+	if looksJSON(src) {
+		return ix.emitJSON(dst, src, ms), len(ms), nil
 	}
 	return ix.emit(dst, src, ms, len(src)), len(ms), nil
 }
@@ -789,6 +924,9 @@ func (ix *Index) Replace(src []byte) (out []byte, n int, err error) {
 		return nil, 0, err
 	}
 	out = make([]byte, 0, len(src)+len(ms)*32)
+	if looksJSON(src) {
+		return ix.emitJSON(out, src, ms), len(ms), nil
+	}
 	return ix.emit(out, src, ms, len(src)), len(ms), nil
 }
 
