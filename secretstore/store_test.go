@@ -254,10 +254,10 @@ func TestCiphertextMovedOrTamperedFailsToDecrypt(t *testing.T) {
 	snapshot := func() (restore func()) {
 		rows, _ := s.db.Query(`SELECT tenant_id, name, kind, version, origins, nonce, ciphertext FROM secrets`)
 		type row struct {
-			tid                  int64
-			name, kind, origins  string
-			version              int
-			nonce, ct            []byte
+			tid                 int64
+			name, kind, origins string
+			version             int
+			nonce, ct           []byte
 		}
 		var all []row
 		for rows.Next() {

@@ -37,6 +37,10 @@ type TokenInfo struct {
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"` // updated at most once a minute
 }
 
+// tokenHashEqual compares two SHA-256 token hashes in constant time (a variable so a test
+// can check that both the unknown-id and the wrong-secret path go through it).
+var tokenHashEqual = func(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }
+
 // dummyHash is compared against when a token id is unknown, so that path costs the same.
 var dummyHash = sha256.Sum256([]byte("cdpvault dummy token"))
 
@@ -126,13 +130,13 @@ func (s *Store) Authenticate(ctx context.Context, token string) (_ *Tenant, err 
 	t := &Tenant{s: s}
 	err = s.tokenByID.QueryRowContext(ctx, id).Scan(&hash, &lastUsed, &t.id, &t.name, &t.keyVersion)
 	if errors.Is(err, sql.ErrNoRows) {
-		subtle.ConstantTimeCompare(sum[:], dummyHash[:])
+		tokenHashEqual(sum[:], dummyHash[:])
 		return nil, ErrUnauthorized
 	}
 	if err != nil {
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
-	if subtle.ConstantTimeCompare(sum[:], hash) != 1 {
+	if !tokenHashEqual(sum[:], hash) {
 		return nil, ErrUnauthorized
 	}
 	if _, err := s.aead(ctx, t.id, t.keyVersion); err != nil {
