@@ -229,3 +229,21 @@ func TestControlRawCDPHelpersAgainstDirectChromium(t *testing.T) {
 	closed, ccode, err := p.WaitClosed(waitTimeout)
 	t.Logf("direct Chrome on /json/close: close frame %v code %d err %v", closed, ccode, err)
 }
+
+// Without cdpvault the examples type the literal placeholder, so the demo
+// site refuses the login: the examples work and only the daemon can make
+// them succeed.
+func TestControlExamplesFailWithoutDaemon(t *testing.T) {
+	t.Parallel()
+	bins := buildExamples(t)
+	password := []byte("Demo pw " + randomHex(6))
+	for _, which := range []string{"playwright", "go"} {
+		c := StartDirectChrome(t)
+		site := startDemoSite(t, bins, password)
+		out, errOut, err := runExample(t, which, bins, map[string]string{"CDP_URL": c.CDPURL, "SITE_URL": site})
+		if err == nil {
+			t.Errorf("%s example succeeded without cdpvault", which)
+		}
+		checkExample(t, which, site, password, out, errOut, nil, "login failed")
+	}
+}
