@@ -100,23 +100,22 @@ func (f *Fixture) Audit(t *testing.T, token string) ([]map[string]any, []byte) {
 	return recs, body
 }
 
-// auditMatching returns the records that mention every word (case-
-// insensitively) in one of their string values.
-func auditMatching(recs []map[string]any, words ...string) []map[string]any {
+// auditMatching returns the records that name secret (as the exact value of
+// some field, "" = any) and have a field whose value starts with result
+// ("injected", "refused"), case-insensitively.
+func auditMatching(recs []map[string]any, secret, result string) []map[string]any {
 	var out []map[string]any
 	for _, r := range recs {
-		var all strings.Builder
+		named, res := secret == "", false
 		for _, v := range r {
-			b, _ := json.Marshal(v)
-			all.Write(b)
-			all.WriteByte(' ')
+			s, ok := v.(string)
+			if !ok {
+				continue
+			}
+			named = named || s == secret
+			res = res || strings.HasPrefix(strings.ToLower(s), strings.ToLower(result))
 		}
-		s := strings.ToLower(all.String())
-		ok := true
-		for _, w := range words {
-			ok = ok && strings.Contains(s, strings.ToLower(w))
-		}
-		if ok {
+		if named && res {
 			out = append(out, r)
 		}
 	}

@@ -68,7 +68,7 @@ func TestInjectLogin(t *testing.T) {
 		}
 	}
 	recs, body := f.Audit(t, f.Token)
-	if got := auditMatching(recs, acmePassword, "inject"); len(got) < len(clients) {
+	if got := auditMatching(recs, acmePassword, "injected"); len(got) < len(clients) {
 		t.Errorf("audit has %d injection records for %s, want at least %d (one per client): %s", len(got), acmePassword, len(clients), body)
 	}
 	f.AssertDaemonOutputClean(t)
@@ -179,10 +179,10 @@ func TestInjectRefusals(t *testing.T) {
 		t.Errorf("evil.test got %d fetch logins, want 3 (iframe, navigation, redirect)", n)
 	}
 	recs, body := f.Audit(t, f.Token)
-	if len(auditMatching(recs, "refus")) == 0 {
+	if len(auditMatching(recs, "", "refused")) == 0 {
 		t.Errorf("audit lists no refused attempt: %s", body)
 	}
-	if len(auditMatching(recs, acmePassword, "refus")) == 0 {
+	if len(auditMatching(recs, acmePassword, "refused")) == 0 {
 		t.Errorf("audit lists no refused attempt for %s: %s", acmePassword, body)
 	}
 	// Another tenant's audit does not show acme's session.

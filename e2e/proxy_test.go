@@ -198,9 +198,12 @@ func TestProxyDiscoveryURLsPointBackThroughDaemon(t *testing.T) {
 		if code != http.StatusOK || json.Unmarshal(body, &v) != nil {
 			t.Fatalf("GET %s = %d %s", p, code, body)
 		}
-		if v.WebSocketDebuggerURL != s.WSURL || v.Browser == "" {
-			t.Errorf("GET %s: Browser %q, webSocketDebuggerUrl %q, want the session's ws_url %q", p, v.Browser, v.WebSocketDebuggerURL, s.WSURL)
+		if !strings.HasPrefix(v.WebSocketDebuggerURL, wsPrefix+"browser/") || v.Browser == "" {
+			t.Errorf("GET %s: Browser %q, webSocketDebuggerUrl %q, want a browser URL through the daemon (%sbrowser/...)", p, v.Browser, v.WebSocketDebuggerURL, wsPrefix)
+			continue
 		}
+		// What clients that start from /json/version dial must work.
+		DialRaw(t, v.WebSocketDebuggerURL).MustCall("", "Browser.getVersion", nil, nil)
 	}
 	target := f.Site.URL("acme", "/blank?from=json-new")
 	code, body := httpDo(t, http.MethodPut, s.CDPURL+"/json/new?"+target, nil)
