@@ -11,15 +11,15 @@ import (
 	"github.com/cdpvault/cdpvault/cdpproxy"
 )
 
-// focusJS runs in a fresh-prototype isolated world (Page.createIsolatedWorld
-// with universal access) of a target's main frame, so nothing the page does
-// to getters in its own world (location, activeElement, hasFocus) is seen.
-// It walks focus down through every frame this renderer can enter (also
-// cross-origin same-process ones, thanks to universal access; also iframes
-// in shadow roots, open ones through activeElement, closed ones through
-// hasFocus of every child frame) and reports the origin of the frame owning
-// the focused element, or remote=true when focus sits on a frame owner it
-// cannot enter (an out-of-process iframe, which is its own target).
+// focusJS runs in an isolated world (Page.createIsolatedWorld) of a frame,
+// so nothing the page does to getters in its own world (activeElement,
+// hasFocus, prototypes) is seen. It walks focus down through the
+// same-origin frames it can enter (iframes in open shadow roots through
+// activeElement, in closed ones through hasFocus of every child frame) and
+// reports the origin of the frame owning the focused element, or
+// remote=true when focus sits on a frame owner it cannot enter: a
+// cross-origin frame, in this process (then every frame of the target is
+// asked) or out of process (its own target, asked through its session).
 const focusJS = `(() => {
   let w = window, depth = 0, remote = false;
   for (;;) {
@@ -65,7 +65,7 @@ func (in *interceptor) focusedOriginDepth(ctx context.Context, c cdpproxy.Conn, 
 	if level > 8 {
 		return "", errFocusUnverified
 	}
-	res, err := in.evalFocus(ctx, c, sid)
+	res, err := in.evalFocus(ctx, c, sid, "")
 	if err != nil {
 		return "", err
 	}
@@ -74,7 +74,7 @@ func (in *interceptor) focusedOriginDepth(ctx context.Context, c cdpproxy.Conn, 
 	// closed shadow roots).
 	var focused []string
 	for _, k := range in.childSessions(sid) {
-		r, err := in.evalFocus(ctx, c, k)
+		r, err := in.evalFocus(ctx, c, k, "")
 		if err != nil {
 			continue // a detaching frame; if it held focus we fail below
 		}
@@ -85,8 +85,12 @@ func (in *interceptor) focusedOriginDepth(ctx context.Context, c cdpproxy.Conn, 
 	switch {
 	case len(focused) == 1:
 		return in.focusedOriginDepth(ctx, c, focused[0], level+1)
-	case len(focused) > 1 || res.Remote:
+	case len(focused) > 1:
 		return "", errFocusUnverified
+	case res.Remote:
+		// Focus sits on a frame this world could not enter: a cross-origin
+		// frame in the same process. Ask every frame of the target.
+		return in.focusedSubframe(ctx, c, sid)
 	}
 	if res.Depth == 0 {
 		// Cross-check with what the proxy tracked of the target.
@@ -95,6 +99,65 @@ func (in *interceptor) focusedOriginDepth(ctx context.Context, c cdpproxy.Conn, 
 		}
 	}
 	return res.Origin, nil
+}
+
+type frameNode struct {
+	Frame struct {
+		ID string `json:"id"`
+	} `json:"frame"`
+	ChildFrames []frameNode `json:"childFrames"`
+}
+
+// focusedSubframe runs the focus walk in an isolated world of every
+// in-process subframe of the target (Page.getFrameTree) and returns the
+// origin of the deepest frame whose document has focus. Fails closed if
+// none has, or if focus goes on into a frame nobody can enter.
+func (in *interceptor) focusedSubframe(ctx context.Context, c cdpproxy.Conn, sid string) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	raw, err := c.Call(cctx, sid, "Page.getFrameTree", struct{}{})
+	if err != nil {
+		return "", fmt.Errorf("frame tree: %w", err)
+	}
+	var ft struct {
+		FrameTree frameNode `json:"frameTree"`
+	}
+	if err := json.Unmarshal(raw, &ft); err != nil {
+		return "", errors.New("frame tree: undecodable")
+	}
+	var best *focusResult
+	bestDepth := -1
+	var walk func(n frameNode, depth int) error
+	walk = func(n frameNode, depth int) error {
+		if depth > 0 {
+			r, err := in.evalFocus(ctx, c, sid, n.Frame.ID)
+			if err != nil {
+				return err
+			}
+			if !r.Focus {
+				return nil // focus is not in this subtree
+			}
+			if depth > bestDepth {
+				best, bestDepth = &r, depth
+			}
+		}
+		if depth > 64 {
+			return errFocusUnverified
+		}
+		for _, ch := range n.ChildFrames {
+			if err := walk(ch, depth+1); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(ft.FrameTree, 0); err != nil {
+		return "", err
+	}
+	if best == nil || best.Remote {
+		return "", errFocusUnverified
+	}
+	return best.Origin, nil
 }
 
 func (in *interceptor) childSessions(sid string) []string {
@@ -109,12 +172,18 @@ func (in *interceptor) childSessions(sid string) []string {
 	return out
 }
 
-// evalFocus runs focusJS in the interceptor's isolated world of the
-// session's main frame.
-func (in *interceptor) evalFocus(ctx context.Context, c cdpproxy.Conn, sid string) (focusResult, error) {
+// evalFocus runs focusJS in the interceptor's isolated world of a frame
+// of the session's target: frameID, or the main frame when "".
+func (in *interceptor) evalFocus(ctx context.Context, c cdpproxy.Conn, sid, frameID string) (focusResult, error) {
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	frameID := ""
+	if frameID != "" {
+		ctxID, err := in.createWorld(cctx, c, sid, frameID)
+		if err != nil {
+			return focusResult{}, err
+		}
+		return in.runFocus(cctx, c, sid, ctxID)
+	}
 	ti, tracked := c.Target(sid)
 	if tracked && (ti.Type == "page" || ti.Type == "iframe") {
 		frameID = ti.TargetID // a page's or iframe target's main frame id is its target id
@@ -137,6 +206,10 @@ func (in *interceptor) evalFocus(ctx context.Context, c cdpproxy.Conn, sid strin
 			return focusResult{}, err
 		}
 	}
+	return in.runFocus(cctx, c, sid, ctxID)
+}
+
+func (in *interceptor) runFocus(cctx context.Context, c cdpproxy.Conn, sid string, ctxID int64) (focusResult, error) {
 	in.reserve(c, sid, ctxID)
 	raw, err := c.Call(cctx, sid, "Runtime.evaluate", map[string]any{
 		"expression":    focusJS,
@@ -179,9 +252,8 @@ func mainFrameID(ctx context.Context, c cdpproxy.Conn, sid string) (string, erro
 
 func (in *interceptor) createWorld(ctx context.Context, c cdpproxy.Conn, sid, frameID string) (int64, error) {
 	raw, err := c.Call(ctx, sid, "Page.createIsolatedWorld", map[string]any{
-		"frameId":             frameID,
-		"worldName":           in.world,
-		"grantUniveralAccess": true, // sic: the CDP parameter is spelled so
+		"frameId":   frameID,
+		"worldName": in.world,
 	})
 	if err != nil {
 		return 0, fmt.Errorf("isolated world: %w", err)
