@@ -127,6 +127,42 @@ func (x xform) apply(w *wbuf, src []byte) {
 	}
 }
 
+// affects[x][c] is true when step x may change byte c; a step that affects
+// no byte of its input is the identity and is skipped.
+var affects = func() (a [xB64URL2 + 1][256]bool) {
+	for x := xform(0); x <= xB64URL2; x++ {
+		for c := 0; c < 256; c++ {
+			var v bool
+			switch {
+			case x == xNone:
+			case x >= xJSONChrome && x <= xJSONAllUpper:
+				html := x == xJSONGoHTML || x == xJSONGoHTMLUpper || x == xJSONAll || x == xJSONAllUpper
+				v = c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || html && (c == '<' || c == '>' || c == '&')
+			case x >= xURLForm && x <= xURLEncodeURILower:
+				v = !pctSpecs[int(x-xURLForm)/2].keep[c]
+			case x >= xHTMLText && x <= xHTMLPHP:
+				sp := &htmlSpecs[x-xHTMLText]
+				v = c < 128 && sp.rep[c] != "" || sp.nbsp && c == 0xc2
+			default:
+				v = true
+			}
+			a[x][c] = v
+		}
+	}
+	return a
+}()
+
+// identity reports whether step x leaves src unchanged.
+func (x xform) identity(src []byte) bool {
+	t := &affects[x]
+	for _, c := range src {
+		if t[c] {
+			return false
+		}
+	}
+	return true
+}
+
 // jsonEsc writes src escaped as the inside of a JSON string.
 func jsonEsc(w *wbuf, src []byte, nonASCII, html bool, hex string) {
 	u4 := func(r rune) {
@@ -355,6 +391,13 @@ var textChains = func() []chain {
 	for _, u := range []xform{xURLComponent, xURLForm, xURLComponentLower} {
 		cs = append(cs, chain{xJSONJS, u})
 	}
+	// HTML-escaped text inside a JSON document written by a server (Go's
+	// encoder escapes the & of every entity), and JSON encoded twice by the
+	// same kind of encoder (a JSON document stored in a JSON string).
+	for _, h := range htmlText {
+		cs = append(cs, chain{h, xJSONGoHTML})
+	}
+	cs = append(cs, chain{xJSONGoHTML, xJSONGoHTML}, chain{xJSONJS, xJSONJS}, chain{xJSONAll, xJSONAll})
 	return cs
 }()
 

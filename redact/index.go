@@ -1,6 +1,7 @@
 package redact
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
@@ -466,29 +467,36 @@ func (g *generator) destroy() {
 	}
 }
 
-// gen applies chain c to src; the result lives in the scratch buffer until
-// the next call.
+// gen applies chain c to src; the result lives in the scratch buffer (or
+// is src itself) until the next call.
 func (g *generator) gen(src []byte, c chain) ([]byte, error) {
 	for {
 		mem := g.buf.Bytes()
 		regions := [2][]byte{mem[:g.half], mem[g.half:]}
 		in := src
+		inRegion := -1
 		overflow := false
-		for i, x := range c {
-			if x == xNone && i > 0 {
+		for _, x := range c {
+			if x == xNone {
 				break
 			}
-			w := wbuf{b: regions[i%2]}
+			if x.identity(in) {
+				continue
+			}
+			r := 0
+			if inRegion == 0 {
+				r = 1
+			}
+			w := wbuf{b: regions[r]}
 			x.apply(&w, in)
 			if !w.ok() {
 				overflow = true
-				need := w.n
-				if err := g.grow(max(need, 2*g.half)); err != nil {
+				if err := g.grow(max(w.n, 2*g.half)); err != nil {
 					return nil, err
 				}
 				break
 			}
-			in = w.bytes()
+			in, inRegion = w.bytes(), r
 		}
 		if !overflow {
 			return in, nil
@@ -638,15 +646,14 @@ func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
 
-func inB64(c byte, url bool) bool {
+// inB64 reports whether c is a character of either base64 alphabet (a core
+// without + / - _ is shared by both, and only one copy is kept).
+func inB64(c byte) bool {
 	switch {
 	case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9':
 		return true
-	case url:
-		return c == '-' || c == '_'
-	default:
-		return c == '+' || c == '/'
 	}
+	return c == '+' || c == '/' || c == '-' || c == '_'
 }
 
 // fixStart moves a span's start so that it does not begin inside a JSON
@@ -698,10 +705,10 @@ func (ix *Index) resolve(t []byte, ms []match, lo int) []match {
 	for i := range ms {
 		m := &ms[i]
 		f := &ix.forms[m.f]
-		if f.flags&fB64Left != 0 && m.s > lo && inB64(t[m.s-1], f.flags&fB64URL != 0) {
+		if f.flags&fB64Left != 0 && m.s > lo && inB64(t[m.s-1]) {
 			m.s--
 		}
-		if f.flags&fB64Right != 0 && m.e < len(t) && inB64(t[m.e], f.flags&fB64URL != 0) {
+		if f.flags&fB64Right != 0 && m.e < len(t) && inB64(t[m.e]) {
 			m.e++
 			for p := 0; p < 2 && m.e < len(t) && t[m.e] == '='; p++ {
 				m.e++
@@ -737,6 +744,20 @@ func (ix *Index) resolve(t []byte, ms []match, lo int) []match {
 		out = append(out, m)
 	}
 	return out
+}
+
+// matchPool recycles match lists so that a scrub that finds nothing does
+// not allocate.
+var matchPool = sync.Pool{New: func() any { s := make([]match, 0, 16); return &s }}
+
+func getMatches() *[]match { return matchPool.Get().(*[]match) }
+
+func putMatches(p *[]match, ms []match) {
+	if cap(ms) > 4096 {
+		return
+	}
+	*p = ms[:0]
+	matchPool.Put(p)
 }
 
 const (
@@ -805,19 +826,31 @@ func isStructural(c byte) bool {
 func (ix *Index) emitJSON(dst, t []byte, ms []match) []byte {
 	prev := 0
 	inStr := false
-	// advance tracks the string state from prev to p.
+	// advance tracks the string state from prev to p, jumping from quote
+	// to quote; a quote inside a string ends it unless an odd run of
+	// backslashes precedes it.
 	advance := func(from, to int) {
-		for i := from; i < to; i++ {
-			c := t[i]
+		for i := from; i < to; {
+			j := bytes.IndexByte(t[i:to], '"')
+			if j < 0 {
+				// an escape that starts before to may end after it;
+				// fixStart/fixEnd keep spans off escapes, so this is
+				// only a run of backslashes at to: nothing to track
+				return
+			}
+			q := i + j
 			if inStr {
-				if c == '\\' {
-					i++
-				} else if c == '"' {
+				bs := 0
+				for k := q - 1; k >= from && t[k] == '\\'; k-- {
+					bs++
+				}
+				if bs%2 == 0 {
 					inStr = false
 				}
-			} else if c == '"' {
+			} else {
 				inStr = true
 			}
+			i = q + 1
 		}
 	}
 	for _, m := range ms {
@@ -836,14 +869,14 @@ func (ix *Index) emitJSON(dst, t []byte, ms []match) []byte {
 		p := s
 		for p < e {
 			if inStr {
+				// look for the closing quote within the span only
 				q := p
-				for q < len(t) && t[q] != '"' {
+				for q < e && t[q] != '"' {
 					if t[q] == '\\' {
 						q++
 					}
 					q++
 				}
-				q = min(q, len(t))
 				if !done {
 					dst = ix.placeholder(dst, m.f, false)
 					done = true
@@ -897,10 +930,10 @@ func (ix *Index) emitJSON(dst, t []byte, ms []match) []byte {
 // emitJSON); otherwise the span becomes the bare placeholder. On error (a
 // destroyed index) nothing is appended.
 func (ix *Index) Scrub(dst, src []byte) (out []byte, n int, err error) {
-	var arr [8]match
+	mp := getMatches()
 	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	ms, err := ix.find(src, arr[:0], 0)
+	ms, err := ix.find(src, *mp, 0)
+	defer func() { ix.mu.RUnlock(); putMatches(mp, ms) }()
 	if err != nil {
 		return dst, 0, err
 	}
@@ -916,10 +949,10 @@ func (ix *Index) Scrub(dst, src []byte) (out []byte, n int, err error) {
 // Replace is Scrub into a new buffer that is allocated only when src holds
 // a secret: it returns nil and 0 when nothing matched.
 func (ix *Index) Replace(src []byte) (out []byte, n int, err error) {
-	var arr [8]match
+	mp := getMatches()
 	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	ms, err := ix.find(src, arr[:0], 0)
+	ms, err := ix.find(src, *mp, 0)
+	defer func() { ix.mu.RUnlock(); putMatches(mp, ms) }()
 	if err != nil || len(ms) == 0 {
 		return nil, 0, err
 	}

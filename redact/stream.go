@@ -48,10 +48,10 @@ func (s *Stream) appendBuf(p []byte) {
 
 func (s *Stream) drain(dst []byte, final bool) ([]byte, int, error) {
 	ix := s.ix
+	mp := getMatches()
 	ix.mu.RLock()
-	defer ix.mu.RUnlock()
-	var arr [8]match
-	ms, err := ix.find(s.buf, arr[:0], 0)
+	ms, err := ix.find(s.buf, *mp, 0)
+	defer func() { ix.mu.RUnlock(); putMatches(mp, ms) }()
 	if err != nil {
 		return dst, 0, err
 	}
