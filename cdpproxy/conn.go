@@ -74,6 +74,7 @@ type proxyConn struct {
 	nextCall atomic.Int64
 
 	cIntern, bIntern interner
+	bHold, cHold     bool // gathering writes to browser / client
 	cmsg, bmsg       Message
 	evConn           eventConn
 }
@@ -230,6 +231,11 @@ func closeCode(payload []byte) (ws.StatusCode, string) {
 
 func (c *proxyConn) clientPump() {
 	for {
+		if c.bHold && !c.cr.buffered() {
+			// about to wait for input: write what was gathered
+			c.bHold = false
+			c.bw.setHold(false)
+		}
 		op, p, err := c.cr.next()
 		if err != nil {
 			c.clientReadError(err)
@@ -256,11 +262,16 @@ func (c *proxyConn) clientPump() {
 			return
 		}
 		start := time.Now()
-		if !c.command(p) {
-			c.cr.release(p)
+		if !c.bHold && c.cr.buffered() {
+			c.bHold = true
+			c.bw.setHold(true)
+		}
+		ok := c.command(p)
+		c.cr.release(p)
+		if !ok {
+			c.bw.setHold(false)
 			return
 		}
-		c.cr.release(p)
 		c.p.o.Metrics.message(true, start)
 	}
 }
@@ -532,6 +543,10 @@ func sameBuf(a, b []byte) bool {
 
 func (c *proxyConn) browserPump() {
 	for {
+		if c.cHold && !c.br.buffered() {
+			c.cHold = false
+			c.cw.setHold(false)
+		}
 		op, p, err := c.br.next()
 		if err != nil {
 			c.browserReadError(err)
@@ -560,9 +575,14 @@ func (c *proxyConn) browserPump() {
 			continue
 		}
 		start := time.Now()
+		if !c.cHold && c.br.buffered() {
+			c.cHold = true
+			c.cw.setHold(true)
+		}
 		ok := c.event(p)
 		c.br.release(p)
 		if !ok {
+			c.cw.setHold(false)
 			return
 		}
 		c.p.o.Metrics.message(false, start)

@@ -234,6 +234,35 @@ func (fr *frameReader) next() (ws.OpCode, []byte, error) {
 	}
 }
 
+// buffered reports whether a complete frame is already in the read buffer.
+func (fr *frameReader) buffered() bool {
+	b := fr.buf[fr.r:fr.w]
+	if len(b) < 2 || b[0]&0x80 == 0 { // a non-final fragment may need more reads
+		return false
+	}
+	n := 2
+	l := int64(b[1] & 0x7f)
+	switch l {
+	case 126:
+		n += 2
+	case 127:
+		n += 8
+	}
+	if b[1]&0x80 != 0 {
+		n += 4
+	}
+	if len(b) < n {
+		return false
+	}
+	switch l {
+	case 126:
+		l = int64(b[2])<<8 | int64(b[3])
+	case 127:
+		return false // large frames are never gathered anyway
+	}
+	return int64(len(b)-n) >= l
+}
+
 // release wipes a payload returned by next (data messages only).
 func (fr *frameReader) release(p []byte) {
 	if fr.lastBuf {
@@ -254,13 +283,19 @@ func (fr *frameReader) close() {
 }
 
 // frameWriter writes whole messages as single frames to one side, under a
-// mutex, with one writev per message (header and payload).
+// mutex, with one writev per message (header and payload). While the pump
+// that feeds it has more complete frames already read (hold), small
+// messages are gathered in one pooled buffer and written together when the
+// pump runs out of input, so a burst costs one syscall instead of one per
+// message and a lone message is never delayed.
 type frameWriter struct {
 	mu     sync.Mutex
 	conn   net.Conn
 	mask   bool
 	closed bool // a close frame was sent
 	err    error
+	hold   bool
+	out    []byte
 
 	sink    hdrSink
 	scratch [ws.MaxHeaderSize]byte
@@ -287,6 +322,11 @@ func (w *frameWriter) write(op ws.OpCode, p []byte) error {
 	return err
 }
 
+const (
+	batchBuf = 32 << 10 // gather buffer
+	batchMax = 8 << 10  // largest message gathered
+)
+
 func (w *frameWriter) writeLocked(op ws.OpCode, p []byte) error {
 	if w.closed {
 		return errCloseSent
@@ -299,11 +339,33 @@ func (w *frameWriter) writeLocked(op ws.OpCode, p []byte) error {
 		h.Masked = true
 		m := rand.Uint32()
 		h.Mask = [4]byte{byte(m), byte(m >> 8), byte(m >> 16), byte(m >> 24)}
-		ws.Cipher(p, h.Mask, 0)
 	}
 	if err := ws.WriteHeaderBuffer(&w.sink, h, w.scratch[:]); err != nil {
 		w.err = err
 		return err
+	}
+	if w.hold && op != ws.OpClose && len(p) <= batchMax {
+		if w.out != nil && len(w.out)+w.sink.n+len(p) > cap(w.out) {
+			if err := w.flushLocked(); err != nil {
+				return err
+			}
+		}
+		if w.out == nil {
+			w.out = getBuf(batchBuf)[:0]
+		}
+		w.out = append(w.out, w.sink.b[:w.sink.n]...)
+		start := len(w.out)
+		w.out = append(w.out, p...)
+		if w.mask {
+			ws.Cipher(w.out[start:], h.Mask, 0)
+		}
+		return nil
+	}
+	if err := w.flushLocked(); err != nil {
+		return err
+	}
+	if w.mask {
+		ws.Cipher(p, h.Mask, 0)
 	}
 	w.iov[0] = w.sink.b[:w.sink.n]
 	w.iov[1] = p
@@ -317,6 +379,35 @@ func (w *frameWriter) writeLocked(op ws.OpCode, p []byte) error {
 		w.err = err
 	}
 	return err
+}
+
+// flushLocked writes and wipes the gathered messages.
+func (w *frameWriter) flushLocked() error {
+	if w.out == nil {
+		return nil
+	}
+	out := w.out
+	w.out = nil
+	var err error
+	if len(out) > 0 {
+		_, err = w.conn.Write(out)
+	}
+	putBuf(out)
+	if err != nil {
+		w.err = err
+	}
+	return err
+}
+
+// setHold tells the writer whether more input is already waiting; when it
+// is not, gathered messages are written now.
+func (w *frameWriter) setHold(more bool) {
+	w.mu.Lock()
+	w.hold = more
+	if !more {
+		w.flushLocked()
+	}
+	w.mu.Unlock()
 }
 
 // writeClose sends a close frame with code and reason (code 0: empty body).

@@ -22,6 +22,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if up := os.Getenv("CDPPROXY_BENCH_CHILD"); up != "" {
+		runProxyChild(up)
+		return
+	}
 	code := m.Run()
 	stopChrome()
 	os.Exit(code)
@@ -470,4 +474,52 @@ func factory(ics ...func() Interceptor) Factory {
 		}
 		return out
 	}
+}
+
+// runProxyChild serves a proxy (one pass-through interceptor, like the
+// benchmarks' in-process harness) in front of upstream in this process,
+// prints its session base URL and runs until stdin closes. Benchmarks use it
+// so that the proxy is its own process, as the daemon is, and does not share
+// a Go scheduler with the benchmark's client.
+func runProxyChild(upstream string) {
+	p := New(Options{Metrics: NewMetrics(nil)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	s := &Session{ID: "bench", Token: "benchtoken0123456789", Upstream: upstream,
+		Interceptors: func(*Session) []Interceptor { return []Interceptor{&funcInterceptor{}} }}
+	p.Register(s)
+	go http.Serve(ln, p)
+	fmt.Printf("http://%s/session/%s\n", ln.Addr(), s.Token)
+	io.Copy(io.Discard, os.Stdin)
+}
+
+// startProxyChild starts the test binary as a separate proxy process in
+// front of upstream and returns its session base URL.
+func startProxyChild(tb testing.TB, upstream string) string {
+	tb.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "CDPPROXY_BENCH_CHILD="+upstream)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "http://") {
+		tb.Fatalf("proxy child: %q %v", line, err)
+	}
+	return strings.TrimSpace(line)
 }

@@ -1,0 +1,492 @@
+package cdpproxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// benchClient is a lean WebSocket client used on both sides of each
+// comparison (direct and through the proxy), so the client's own cost is the
+// same in both.
+type benchClient struct {
+	conn net.Conn
+	fr   *frameReader
+	fw   *frameWriter
+	buf  []byte
+}
+
+func dialBench(tb testing.TB, u string) *benchClient {
+	tb.Helper()
+	conn, br, _, err := ws.Dialer{Timeout: 10 * time.Second}.Dial(context.Background(), u)
+	if err != nil {
+		tb.Fatalf("dial %s: %v", u, err)
+	}
+	c := &benchClient{conn: conn, fr: newFrameReader(conn, 64<<10, 1<<30, false), fw: &frameWriter{conn: conn, mask: true}}
+	if br != nil {
+		b, _ := br.Peek(br.Buffered())
+		c.fr.preload(b)
+		ws.PutReader(br)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return c
+}
+
+// roundTrip sends {"id":id,"method":method,"params":params} and reads until
+// the response with that id; it returns the response's size.
+func (c *benchClient) roundTrip(tb testing.TB, id int64, method, params, sid string) int {
+	c.buf = append(c.buf[:0], `{"id":`...)
+	c.buf = strconv.AppendInt(c.buf, id, 10)
+	c.buf = append(c.buf, `,"method":"`...)
+	c.buf = append(c.buf, method...)
+	c.buf = append(c.buf, '"')
+	if params != "" {
+		c.buf = append(c.buf, `,"params":`...)
+		c.buf = append(c.buf, params...)
+	}
+	if sid != "" {
+		c.buf = append(c.buf, `,"sessionId":"`...)
+		c.buf = append(c.buf, sid...)
+		c.buf = append(c.buf, '"')
+	}
+	c.buf = append(c.buf, '}')
+	if err := c.fw.write(ws.OpText, c.buf); err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		op, p, err := c.fr.next()
+		if err != nil {
+			tb.Fatalf("read: %v", err)
+		}
+		if op != ws.OpText {
+			continue
+		}
+		h, err := scanHeader(p, false)
+		n := len(p)
+		c.fr.release(p)
+		if err == nil && h.hasID && h.id == id {
+			if h.errv != nil {
+				tb.Fatalf("%s: error response", method)
+			}
+			return n
+		}
+	}
+}
+
+// readN reads n text messages and returns their total size.
+func (c *benchClient) readN(tb testing.TB, n int) int64 {
+	var total int64
+	for i := 0; i < n; {
+		op, p, err := c.fr.next()
+		if err != nil {
+			tb.Fatalf("read: %v", err)
+		}
+		if op == ws.OpText {
+			total += int64(len(p))
+			i++
+			c.fr.release(p)
+		}
+	}
+	return total
+}
+
+func passThrough() Factory {
+	return factory(func() Interceptor { return &funcInterceptor{} })
+}
+
+func median(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	return d[len(d)/2]
+}
+
+// chromeBench returns the shared Chromium and the base URL of a proxy
+// session in front of it. The proxy runs in its own process (as the daemon
+// does) unless CDPPROXY_BENCH_INPROC is set.
+func chromeBench(b *testing.B) (*chromeProc, string) {
+	ch := sharedChrome(b)
+	if os.Getenv("CDPPROXY_BENCH_INPROC") != "" {
+		h := newHarness(b, ch.base, passThrough(), Options{})
+		return ch, h.base
+	}
+	return ch, startProxyChild(b, ch.base)
+}
+
+func versionWS(b *testing.B, base string) string {
+	var v struct {
+		WS string `json:"webSocketDebuggerUrl"`
+	}
+	getJSON(b, base+"/json/version", &v)
+	return v.WS
+}
+
+// BenchmarkChromeSmallRoundTrip: Browser.getVersion round trips, direct and
+// through the proxy (one pass-through interceptor), interleaved.
+func BenchmarkChromeSmallRoundTrip(b *testing.B) {
+	ch, base := chromeBench(b)
+	direct := dialBench(b, "ws://"+strings.TrimPrefix(ch.base, "http://")+ch.wsPath)
+	proxied := dialBench(b, versionWS(b, base))
+	for i := range 200 { // warm up
+		direct.roundTrip(b, int64(i+1), "Browser.getVersion", "", "")
+		proxied.roundTrip(b, int64(i+1), "Browser.getVersion", "", "")
+	}
+	dd := make([]time.Duration, 0, b.N)
+	pd := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := int64(1000 + i)
+		if i%2 == 0 {
+			t0 := time.Now()
+			direct.roundTrip(b, id, "Browser.getVersion", "", "")
+			t1 := time.Now()
+			proxied.roundTrip(b, id, "Browser.getVersion", "", "")
+			dd, pd = append(dd, t1.Sub(t0)), append(pd, time.Since(t1))
+		} else {
+			t0 := time.Now()
+			proxied.roundTrip(b, id, "Browser.getVersion", "", "")
+			t1 := time.Now()
+			direct.roundTrip(b, id, "Browser.getVersion", "", "")
+			pd, dd = append(pd, t1.Sub(t0)), append(dd, time.Since(t1))
+		}
+	}
+	b.StopTimer()
+	md, mp := median(dd), median(pd)
+	b.ReportMetric(float64(md.Microseconds()), "direct-p50-us")
+	b.ReportMetric(float64(mp.Microseconds()), "proxy-p50-us")
+	b.ReportMetric(float64(mp)/float64(md), "p50-ratio")
+}
+
+// BenchmarkChromeParallel8: 8 connections doing round trips concurrently;
+// rounds alternate between direct and proxied.
+func BenchmarkChromeParallel8(b *testing.B) {
+	ch, base := chromeBench(b)
+	const conns, per = 8, 50
+	du := "ws://" + strings.TrimPrefix(ch.base, "http://") + ch.wsPath
+	pu := versionWS(b, base)
+	var dcs, pcs []*benchClient
+	for range conns {
+		dcs = append(dcs, dialBench(b, du))
+		pcs = append(pcs, dialBench(b, pu))
+	}
+	round := func(cs []*benchClient, base int64) time.Duration {
+		var wg sync.WaitGroup
+		t0 := time.Now()
+		for _, c := range cs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := range per {
+					c.roundTrip(b, base+int64(k), "Browser.getVersion", "", "")
+				}
+			}()
+		}
+		wg.Wait()
+		return time.Since(t0)
+	}
+	round(dcs, 1)
+	round(pcs, 1)
+	var td, tp time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		base := int64(1000 + i*per)
+		if i%2 == 0 {
+			td += round(dcs, base)
+			tp += round(pcs, base)
+		} else {
+			tp += round(pcs, base)
+			td += round(dcs, base)
+		}
+	}
+	b.StopTimer()
+	msgs := float64(b.N * conns * per)
+	rd, rp := msgs/td.Seconds(), msgs/tp.Seconds()
+	b.ReportMetric(rd, "direct-rt/s")
+	b.ReportMetric(rp, "proxy-rt/s")
+	b.ReportMetric(rp/rd, "throughput-ratio")
+}
+
+// BenchmarkChromeLarge4MB: Runtime.evaluate returning a 4 MiB string, on the
+// same page, direct and through the proxy, interleaved.
+func BenchmarkChromeLarge4MB(b *testing.B) {
+	ch, base := chromeBench(b)
+	req, _ := http.NewRequest("PUT", ch.base+"/json/new?about:blank", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var nt map[string]string
+	json.NewDecoder(resp.Body).Decode(&nt)
+	resp.Body.Close()
+	defer http.Get(ch.base + "/json/close/" + nt["id"])
+	direct := dialBench(b, nt["webSocketDebuggerUrl"])
+	proxied := dialBench(b, strings.Replace(nt["webSocketDebuggerUrl"], "ws://"+strings.TrimPrefix(ch.base, "http://"),
+		"ws"+strings.TrimPrefix(base, "http"), 1))
+	direct.roundTrip(b, 1, "Runtime.evaluate", `{"expression":"globalThis.big='x'.repeat(4<<20); 1"}`, "")
+	const eval = `{"expression":"big","returnByValue":true}`
+	direct.roundTrip(b, 2, "Runtime.evaluate", eval, "")
+	proxied.roundTrip(b, 2, "Runtime.evaluate", eval, "")
+	var td, tp time.Duration
+	var bytesD, bytesP int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := int64(10 + i)
+		t0 := time.Now()
+		if i%2 == 0 {
+			bytesD += int64(direct.roundTrip(b, id, "Runtime.evaluate", eval, ""))
+			t1 := time.Now()
+			bytesP += int64(proxied.roundTrip(b, id, "Runtime.evaluate", eval, ""))
+			td, tp = td+t1.Sub(t0), tp+time.Since(t1)
+		} else {
+			bytesP += int64(proxied.roundTrip(b, id, "Runtime.evaluate", eval, ""))
+			t1 := time.Now()
+			bytesD += int64(direct.roundTrip(b, id, "Runtime.evaluate", eval, ""))
+			tp, td = tp+t1.Sub(t0), td+time.Since(t1)
+		}
+	}
+	b.StopTimer()
+	rd, rp := float64(bytesD)/td.Seconds()/1e6, float64(bytesP)/tp.Seconds()/1e6
+	b.ReportMetric(rd, "direct-MB/s")
+	b.ReportMetric(rp, "proxy-MB/s")
+	b.ReportMetric(rp/rd, "throughput-ratio")
+}
+
+// ---- against an in-process fake peer, to isolate the proxy ----
+
+// fastPeer is a fake CDP browser on the package's own frame code: it echoes
+// commands and, for Bench.stream {"n":N,"size":S}, writes N events of S
+// bytes before the response.
+type fastPeer struct {
+	ln   net.Listener
+	addr string
+}
+
+func newFastPeer(tb testing.TB) *fastPeer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fp := &fastPeer{ln: ln, addr: ln.Addr().String()}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go fp.serve(conn)
+		}
+	}()
+	return fp
+}
+
+func (fp *fastPeer) serve(conn net.Conn) {
+	defer conn.Close()
+	if _, err := (ws.Upgrader{}).Upgrade(conn); err != nil {
+		return
+	}
+	fr := newFrameReader(conn, 16<<10, 1<<30, true)
+	fw := &frameWriter{conn: conn}
+	events := map[int][]byte{}
+	var resp []byte
+	for {
+		op, p, err := fr.next()
+		if err != nil {
+			return
+		}
+		if op == ws.OpClose {
+			fw.write(ws.OpClose, p)
+			return
+		}
+		if op != ws.OpText {
+			continue
+		}
+		h, _ := scanHeader(p, false)
+		if string(h.method) == "Bench.stream" {
+			var ps struct{ N, Size int }
+			json.Unmarshal(h.params, &ps)
+			ev, ok := events[ps.Size]
+			if !ok {
+				prefix := `{"method":"Bench.ev","params":{"d":"`
+				ev = []byte(prefix + strings.Repeat("y", max(0, ps.Size-len(prefix)-3)) + `"}}`)
+				events[ps.Size] = ev
+			}
+			for range ps.N {
+				if fw.write(ws.OpText, ev) != nil {
+					return
+				}
+			}
+		}
+		resp = append(resp[:0], `{"id":`...)
+		resp = strconv.AppendInt(resp, h.id, 10)
+		resp = append(resp, `,"result":{}}`...)
+		fr.release(p)
+		if fw.write(ws.OpText, resp) != nil {
+			return
+		}
+	}
+}
+
+func fastHarness(b *testing.B) (*fastPeer, *harness, string, string) {
+	fp := newFastPeer(b)
+	h := newHarness(b, "http://"+fp.addr, passThrough(), Options{})
+	pu := "ws://" + strings.TrimPrefix(h.srv.URL, "http://") + "/session/" + h.sess.Token + "/devtools/browser/fast"
+	return fp, h, "ws://" + fp.addr + "/devtools/browser/fast", pu
+}
+
+func streamRate(b *testing.B, c *benchClient, n, size int, id int64) (time.Duration, int64) {
+	t0 := time.Now()
+	params := fmt.Sprintf(`{"n":%d,"size":%d}`, n, size)
+	c.buf = append(c.buf[:0], fmt.Sprintf(`{"id":%d,"method":"Bench.stream","params":%s}`, id, params)...)
+	if err := c.fw.write(ws.OpText, c.buf); err != nil {
+		b.Fatal(err)
+	}
+	total := c.readN(b, n+1)
+	return time.Since(t0), total
+}
+
+// BenchmarkFakeSmallMessages: a stream of ~200-byte events from the fake
+// browser to the client, direct and through the proxy.
+func BenchmarkFakeSmallMessages(b *testing.B) {
+	_, _, du, pu := fastHarness(b)
+	direct, proxied := dialBench(b, du), dialBench(b, pu)
+	const n = 2000
+	streamRate(b, direct, n, 200, 1)
+	streamRate(b, proxied, n, 200, 1)
+	var td, tp time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d, _ := streamRate(b, direct, n, 200, int64(i+2))
+		p, _ := streamRate(b, proxied, n, 200, int64(i+2))
+		td, tp = td+d, tp+p
+	}
+	b.StopTimer()
+	msgs := float64(b.N * (n + 1))
+	b.ReportMetric(msgs/td.Seconds(), "direct-msg/s")
+	b.ReportMetric(msgs/tp.Seconds(), "proxy-msg/s")
+}
+
+// BenchmarkFakeSmallRoundTrips: pipelined small commands (64 in flight),
+// through the proxy; each round trip is two proxied messages.
+func BenchmarkFakeSmallRoundTrips(b *testing.B) {
+	_, _, _, pu := fastHarness(b)
+	c := dialBench(b, pu)
+	const window = 64
+	b.ResetTimer()
+	t0 := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		var buf []byte
+		for i := 0; i < b.N; i++ {
+			buf = append(buf[:0], `{"id":`...)
+			buf = strconv.AppendInt(buf, int64(i+1), 10)
+			buf = append(buf, `,"method":"Browser.getVersion","params":{}}`...)
+			if err := c.fw.write(ws.OpText, buf); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	c.readN(b, b.N)
+	el := time.Since(t0)
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(2*b.N)/el.Seconds(), "proxy-msg/s")
+}
+
+// BenchmarkFakeLarge4MB: 4 MiB events from the fake browser to the client,
+// direct and through the proxy.
+func BenchmarkFakeLarge4MB(b *testing.B) {
+	_, _, du, pu := fastHarness(b)
+	direct, proxied := dialBench(b, du), dialBench(b, pu)
+	const n, size = 8, 4 << 20
+	streamRate(b, direct, n, size, 1)
+	streamRate(b, proxied, n, size, 1)
+	var td, tp time.Duration
+	var bd, bp int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d, x := streamRate(b, direct, n, size, int64(i+2))
+		p, y := streamRate(b, proxied, n, size, int64(i+2))
+		td, tp, bd, bp = td+d, tp+p, bd+x, bp+y
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(bd)/td.Seconds()/1e9, "direct-GB/s")
+	b.ReportMetric(float64(bp)/tp.Seconds()/1e9, "proxy-GB/s")
+}
+
+func inUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse + ms.StackInuse
+}
+
+// BenchmarkIdleConnMemory: memory of N idle proxied connections minus N
+// idle direct ones (client and fake browser sides cancel out), per
+// connection; also per registered session without connections.
+func BenchmarkIdleConnMemory(b *testing.B) {
+	const n = 400
+	fp, h, du, pu := fastHarness(b)
+	_ = fp
+	open := func(u string) []*benchClient {
+		cs := make([]*benchClient, n)
+		for i := range cs {
+			cs[i] = dialBench(b, u)
+			cs[i].roundTrip(b, 1, "Browser.getVersion", "", "") // fully set up both legs
+		}
+		return cs
+	}
+	closeAll := func(cs []*benchClient) {
+		for _, c := range cs {
+			c.conn.Close()
+		}
+	}
+	var perConn, perSession float64
+	for i := 0; i < b.N; i++ {
+		m0 := inUse()
+		dcs := open(du)
+		m1 := inUse()
+		closeAll(dcs)
+		m2 := inUse()
+		pcs := open(pu)
+		waitConns(b, h, n)
+		m3 := inUse()
+		closeAll(pcs)
+		waitConns(b, h, 0)
+		direct := float64(m1) - float64(m0)
+		proxied := float64(m3) - float64(m2)
+		perConn = (proxied - direct) / n
+		m4 := inUse()
+		for range n {
+			h.addSession("http://"+fp.addr, passThrough())
+		}
+		m5 := inUse()
+		perSession = (float64(m5) - float64(m4)) / n
+	}
+	b.ReportMetric(perConn, "proxy-B/idle-conn")
+	b.ReportMetric(perSession, "B/idle-session")
+}
+
+func waitConns(b *testing.B, h *harness, want int) {
+	deadline := time.Now().Add(20 * time.Second)
+	for h.p.SessionConns(h.sess.Token) != want {
+		if time.Now().After(deadline) {
+			b.Fatalf("conns %d want %d", h.p.SessionConns(h.sess.Token), want)
+		}
+		time.Sleep(5 * time.Millisecond) // polling proxy state
+	}
+}
