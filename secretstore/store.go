@@ -73,6 +73,9 @@ type Store struct {
 	getRevision  *sql.Stmt
 	tenantByName *sql.Stmt
 	tokenByID    *sql.Stmt
+	bumpRevision *sql.Stmt
+	getVersion   *sql.Stmt
+	upsertSecret *sql.Stmt
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -160,6 +163,12 @@ func Open(ctx context.Context, o Options) (_ *Store, err error) {
 		{&s.getRevision, `SELECT revision FROM tenants WHERE id = ?`},
 		{&s.tenantByName, `SELECT id, data_key_version FROM tenants WHERE name = ?`},
 		{&s.tokenByID, `SELECT k.hash, k.last_used_at, t.id, t.name, t.data_key_version FROM tokens k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = ?`},
+		{&s.bumpRevision, `UPDATE tenants SET revision = revision + 1 WHERE id = ?`},
+		{&s.getVersion, `SELECT version, created_at FROM secrets WHERE tenant_id = ? AND name = ?`},
+		{&s.upsertSecret, `INSERT INTO secrets (tenant_id, name, kind, version, origins, key_version, nonce, ciphertext, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (tenant_id, name) DO UPDATE SET kind = excluded.kind, version = excluded.version, origins = excluded.origins,
+				key_version = excluded.key_version, nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at`},
 	} {
 		if *p.st, err = s.db.PrepareContext(ctx, p.q); err != nil {
 			return nil, fmt.Errorf("open store: prepare: %w", err)
@@ -198,7 +207,7 @@ func (s *Store) Close() error {
 		if s.db == nil {
 			return
 		}
-		for _, st := range []*sql.Stmt{s.getSecret, s.getRevision, s.tenantByName, s.tokenByID} {
+		for _, st := range []*sql.Stmt{s.getSecret, s.getRevision, s.tenantByName, s.tokenByID, s.bumpRevision, s.getVersion, s.upsertSecret} {
 			if st != nil {
 				st.Close()
 			}

@@ -88,7 +88,7 @@ func (t *Tenant) PutSecret(ctx context.Context, name string, value []byte, origi
 		return Meta{}, false, fmt.Errorf("put secret %q: %w", name, err)
 	}
 	err = s.writeTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE tenants SET revision = revision + 1 WHERE id = ?`, t.id)
+		res, err := tx.StmtContext(ctx, s.bumpRevision).ExecContext(ctx, t.id)
 		if err != nil {
 			return err
 		}
@@ -100,7 +100,7 @@ func (t *Tenant) PutSecret(ctx context.Context, name string, value []byte, origi
 		var oldVersion int
 		var createdAt int64
 		now := nowNano()
-		err = tx.QueryRowContext(ctx, `SELECT version, created_at FROM secrets WHERE tenant_id = ? AND name = ?`, t.id, name).Scan(&oldVersion, &createdAt)
+		err = tx.StmtContext(ctx, s.getVersion).QueryRowContext(ctx, t.id, name).Scan(&oldVersion, &createdAt)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			created, oldVersion, createdAt = true, 0, now
@@ -112,11 +112,7 @@ func (t *Tenant) PutSecret(ctx context.Context, name string, value []byte, origi
 		version := oldVersion + 1
 		nonce := randomNonce()
 		ct := a.Seal(nil, nonce, value, secretAD(t.id, t.keyVersion, name, version, k, norm))
-		_, err = tx.ExecContext(ctx, `INSERT INTO secrets (tenant_id, name, kind, version, origins, key_version, nonce, ciphertext, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (tenant_id, name) DO UPDATE SET kind = excluded.kind, version = excluded.version, origins = excluded.origins,
-				key_version = excluded.key_version, nonce = excluded.nonce, ciphertext = excluded.ciphertext, updated_at = excluded.updated_at`,
-			t.id, name, string(k), version, strings.Join(norm, "\n"), t.keyVersion, nonce, ct, createdAt, now)
+		_, err = tx.StmtContext(ctx, s.upsertSecret).ExecContext(ctx, t.id, name, string(k), version, strings.Join(norm, "\n"), t.keyVersion, nonce, ct, createdAt, now)
 		if err != nil {
 			return err
 		}
