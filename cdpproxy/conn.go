@@ -354,7 +354,7 @@ func (c *proxyConn) command(p []byte) bool {
 		c.pending[pendKey{m.SessionID, m.ID}] = m.Method
 		c.pmu.Unlock()
 	}
-	err = c.bw.write(ws.OpText, out)
+	err = c.bw.gather(ws.OpText, out)
 	if kind == Replace {
 		wipe(data)
 	}
@@ -664,7 +664,7 @@ func (c *proxyConn) event(p []byte) bool {
 }
 
 func (c *proxyConn) toClient(p []byte) bool {
-	if err := c.cw.write(ws.OpText, p); err != nil {
+	if err := c.cw.gather(ws.OpText, p); err != nil {
 		if !c.closing.Load() {
 			// client vanished: tell the browser and finish.
 			c.bw.writeClose(ws.StatusGoingAway, "")

@@ -569,6 +569,22 @@ func TestCallIDRangeAndConsumedResponses(t *testing.T) {
 	if !strings.Contains(string(r["result"]), "Plain.cmd") {
 		t.Fatalf("got %v", r)
 	}
+	// a burst read at once (the proxy gathers writes while more input is
+	// buffered): a Call made from Command must still go out at once.
+	var burst bytes.Buffer
+	for i, m := range []string{`{"id":3,"method":"Test.lookup"}`, `{"id":4,"method":"Plain.a"}`, `{"id":5,"method":"Plain.b"}`} {
+		_ = i
+		ws.WriteFrame(&burst, ws.MaskFrame(ws.NewTextFrame([]byte(m))))
+	}
+	if _, err := c.conn.Write(burst.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"id":3`, `"id":4`, `"id":5`} {
+		if got := c.readText(t); !strings.Contains(got, want) {
+			t.Fatalf("burst: got %q want %s", got, want)
+		}
+	}
+	<-results
 }
 
 func TestNestedSendMessageToTarget(t *testing.T) {

@@ -313,11 +313,21 @@ func (s *hdrSink) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// write sends p as one frame; when the side needs masking p is masked in
-// place (the caller wipes it afterwards anyway).
+// write sends p as one frame now (after anything gathered); when the side
+// needs masking p is masked in place (the caller wipes it afterwards
+// anyway).
 func (w *frameWriter) write(op ws.OpCode, p []byte) error {
 	w.mu.Lock()
-	err := w.writeLocked(op, p)
+	err := w.writeLocked(op, p, false)
+	w.mu.Unlock()
+	return err
+}
+
+// gather is write for the pump that feeds this writer: while it holds, p
+// may be gathered with the next messages.
+func (w *frameWriter) gather(op ws.OpCode, p []byte) error {
+	w.mu.Lock()
+	err := w.writeLocked(op, p, w.hold)
 	w.mu.Unlock()
 	return err
 }
@@ -327,7 +337,7 @@ const (
 	batchMax = 8 << 10  // largest message gathered
 )
 
-func (w *frameWriter) writeLocked(op ws.OpCode, p []byte) error {
+func (w *frameWriter) writeLocked(op ws.OpCode, p []byte, gather bool) error {
 	if w.closed {
 		return errCloseSent
 	}
@@ -344,7 +354,7 @@ func (w *frameWriter) writeLocked(op ws.OpCode, p []byte) error {
 		w.err = err
 		return err
 	}
-	if w.hold && op != ws.OpClose && len(p) <= batchMax {
+	if gather && op != ws.OpClose && len(p) <= batchMax {
 		if w.out != nil && len(w.out)+w.sink.n+len(p) > cap(w.out) {
 			if err := w.flushLocked(); err != nil {
 				return err
