@@ -24,7 +24,8 @@ const fingerprintLabel = "cdpvault master key id"
 
 // LoadMasterKey reads a master key file into a memguard Enclave. The file holds exactly 32
 // raw bytes, or 64 hexadecimal characters optionally followed by a newline. A file that group
-// or others may read is refused. When the file does not exist and create is true, a new random
+// or others may read is refused (group bits are tolerated only directly inside systemd's
+// $CREDENTIALS_DIRECTORY, where they stand for an ACL mask). When the file does not exist and create is true, a new random
 // key is written there (mode 0600, parent directory created 0700) atomically: it is written to
 // a temporary file and linked into place, so two processes racing on a fresh data dir end up
 // sharing one key.
@@ -47,7 +48,7 @@ func LoadMasterKey(path string, create bool) (*memguard.Enclave, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("master key file %s: not a regular file", path)
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+	if perm := fi.Mode().Perm(); perm&0o007 != 0 || (perm&0o070 != 0 && !inCredentialsDir(path)) {
 		return nil, fmt.Errorf("master key file %s has mode %04o: group or others may read it; run chmod 600 %s", path, perm, path)
 	}
 	var raw [2*MasterKeyLen + 3]byte
@@ -61,6 +62,22 @@ func LoadMasterKey(path string, create bool) (*memguard.Enclave, error) {
 		return nil, fmt.Errorf("master key file %s: %w", path, err)
 	}
 	return memguard.NewEnclave(key), nil // wipes key
+}
+
+// inCredentialsDir reports whether path is a file directly inside systemd's
+// $CREDENTIALS_DIRECTORY. systemd grants the service user access there with a POSIX ACL when
+// it cannot chown, and an ACL mask shows up as group bits in the mode; the directory is a
+// private, read-only mount with kernel access checks, so group bits are tolerated there only.
+func inCredentialsDir(path string) bool {
+	dir := os.Getenv("CREDENTIALS_DIRECTORY")
+	if dir == "" {
+		return false
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	return filepath.Dir(abs) == filepath.Clean(dir)
 }
 
 // parseMasterKey returns the 32 key bytes in a fresh slice the caller must wipe.

@@ -92,6 +92,27 @@ func TestLoadMasterKey(t *testing.T) {
 	}
 }
 
+func TestLoadMasterKeyCredentialsDirectory(t *testing.T) {
+	// Not parallel: sets CREDENTIALS_DIRECTORY.
+	creds := t.TempDir()
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	p := filepath.Join(creds, "master.key")
+	os.WriteFile(p, raw, 0o440)
+	os.Chmod(p, 0o440) // as an ACL mask would show
+	if _, err := LoadMasterKey(p, false); err == nil {
+		t.Fatal("group-readable key accepted outside $CREDENTIALS_DIRECTORY")
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	if _, err := LoadMasterKey(p, false); err != nil {
+		t.Fatalf("systemd credential with ACL mask: %v", err)
+	}
+	os.Chmod(p, 0o444)
+	if _, err := LoadMasterKey(p, false); err == nil {
+		t.Fatal("world-readable key accepted in $CREDENTIALS_DIRECTORY")
+	}
+}
+
 func unwrapAll(err error) error {
 	for {
 		u, ok := err.(interface{ Unwrap() error })
