@@ -193,7 +193,9 @@ func Launch(ctx context.Context, o Options) (*Browser, error) {
 		return nil, fmt.Errorf("launch browser %s: %w", bin, startErr)
 	}
 	b.pid = cmd.Process.Pid
+	stderrDone := make(chan struct{})
 	go func() {
+		defer close(stderrDone)
 		defer pr.Close()
 		io.Copy(b.stderr, pr) //nolint:errcheck // ends when the last holder of the pipe exits
 	}()
@@ -205,8 +207,14 @@ func Launch(ctx context.Context, o Options) (*Browser, error) {
 	}
 	port, path, err := b.waitActivePort(ctx, startTO)
 	if err != nil {
-		out := b.stderr.String()
 		b.Close() //nolint:errcheck // the start-up error is the one that matters
+		// The group is dead: its output is complete once the pipe drains (bounded, in case a
+		// process that left the group still holds it).
+		select {
+		case <-stderrDone:
+		case <-time.After(time.Second):
+		}
+		out := b.stderr.String()
 		if out != "" {
 			return nil, fmt.Errorf("launch browser %s: %w; browser output: %s", bin, err, lastLines(out, 5))
 		}
@@ -374,6 +382,16 @@ func (b *Browser) closing() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.closeStarted
+}
+
+// Kill sends SIGKILL to the browser's whole process group at once, without the SIGTERM grace, and
+// returns without waiting (a forced stop). A Close in progress then finishes promptly; call Close
+// afterwards as usual to reap and remove the profile. In attach mode it does nothing.
+func (b *Browser) Kill() {
+	if b == nil || b.attach {
+		return
+	}
+	b.signalGroup(unix.SIGKILL)
 }
 
 // Close stops a launched browser: SIGTERM to its process group, SIGKILL after the stop timeout, reap,

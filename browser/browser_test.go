@@ -602,3 +602,110 @@ func onExitingThread(fn func()) int {
 	}()
 	return <-tidc
 }
+
+func TestKillStopsAtOnce(t *testing.T) {
+	t.Parallel()
+	// Ignores SIGTERM: only Kill's SIGKILL ends it before the long grace.
+	p := script(t, "trap '' TERM\nwhile :; do sleep 1; done")
+	base := t.TempDir()
+	// The stand-in never writes DevToolsActivePort; write one for it so Launch returns.
+	profileDone := make(chan struct{})
+	go func() {
+		defer close(profileDone)
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			ents, _ := os.ReadDir(base)
+			if len(ents) == 1 {
+				os.WriteFile(filepath.Join(base, ents[0].Name(), "DevToolsActivePort"), []byte("1\n/devtools/browser/x\n"), 0o600)
+				return
+			}
+			time.Sleep(5 * time.Millisecond) // polling a directory another process fills
+		}
+	}()
+	br, err := Launch(context.Background(), Options{Path: p, BaseDir: base, Logger: quietLogger(), StopTimeout: time.Hour})
+	<-profileDone
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- br.Close() }() // waits for a grace of an hour
+	br.Kill()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not finish after Kill")
+	}
+	assertGone(t, br)
+	br.Kill() // after reaping: a no-op, never a signal to a reused process group
+}
+
+func TestRemoveStaleProfiles(t *testing.T) {
+	t.Parallel()
+	base := t.TempDir()
+	live := launch(t, context.Background(), Options{BaseDir: base})
+	old := time.Now().Add(-2 * staleAge)
+	mk := func(name, lock string) string {
+		d := filepath.Join(base, name)
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if lock != "" {
+			if err := os.Symlink(lock, filepath.Join(d, "SingletonLock")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	dead := mk(profilePrefix+"dead", "host-999999999")
+	nolock := mk(profilePrefix+"nolock", "")
+	young := mk(profilePrefix+"young", "")
+	foreign := mk("other-dir", "")
+	// A live pid that is not a browser of that profile does not keep it.
+	wrongPid := mk(profilePrefix+"wrongpid", "host-"+strconv.Itoa(os.Getpid()))
+	for _, d := range []string{dead, nolock, foreign, wrongPid, live.ProfileDir()} {
+		if err := os.Chtimes(d, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := RemoveStaleProfiles(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 {
+		t.Errorf("removed %d, want 3", n)
+	}
+	for d, want := range map[string]bool{dead: false, nolock: false, wrongPid: false, young: true, foreign: true, live.ProfileDir(): true} {
+		_, err := os.Stat(d)
+		if exists := err == nil; exists != want {
+			t.Errorf("%s exists=%v, want %v", filepath.Base(d), exists, want)
+		}
+	}
+	if _, err := live.Version(context.Background()); err != nil {
+		t.Fatalf("live browser harmed: %v", err)
+	}
+	if n, err := RemoveStaleProfiles(filepath.Join(base, "missing")); n != 0 || err != nil {
+		t.Fatalf("missing base: %d %v", n, err)
+	}
+}
+
+// BenchmarkLaunchClose measures a whole browser life: start until DevToolsActivePort, then Close
+// until the group is gone and the profile removed (the cost a launch-mode session pays).
+func BenchmarkLaunchClose(b *testing.B) {
+	path := os.Getenv("CDPVAULT_CHROMIUM")
+	if path == "" {
+		path = "/usr/bin/chromium"
+	}
+	base := b.TempDir()
+	for b.Loop() {
+		br, err := Launch(context.Background(), Options{Path: path, BaseDir: base, Logger: quietLogger()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := br.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
