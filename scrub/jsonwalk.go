@@ -1,0 +1,279 @@
+package scrub
+
+import (
+	"errors"
+	"fmt"
+)
+
+// walker visits every scalar of a JSON document with the path of keys
+// leading to it ("[]" for array elements), without copying anything: keys
+// and values are spans of the input.
+type walker struct {
+	b    []byte
+	i    int
+	path [][]byte
+	cb   func(path [][]byte, s, e int)
+}
+
+var arrayElem = []byte("[]")
+
+const maxDepth = 512
+
+var errJSON = errors.New("malformed JSON")
+
+func walkJSON(b []byte, cb func(path [][]byte, s, e int)) error {
+	w := walker{b: b, cb: cb}
+	if err := w.value(0); err != nil {
+		return err
+	}
+	w.ws()
+	if w.i != len(b) {
+		return fmt.Errorf("%w: trailing data at %d", errJSON, w.i)
+	}
+	return nil
+}
+
+func (w *walker) ws() {
+	for w.i < len(w.b) {
+		switch w.b[w.i] {
+		case ' ', '\t', '\r', '\n':
+			w.i++
+		default:
+			return
+		}
+	}
+}
+
+func (w *walker) expect(c byte) error {
+	w.ws()
+	if w.i >= len(w.b) || w.b[w.i] != c {
+		return fmt.Errorf("%w: want %q at %d", errJSON, c, w.i)
+	}
+	w.i++
+	return nil
+}
+
+// str moves past the string starting at w.i.
+func (w *walker) str() error {
+	if w.i >= len(w.b) || w.b[w.i] != '"' {
+		return fmt.Errorf("%w: want string at %d", errJSON, w.i)
+	}
+	for w.i++; w.i < len(w.b); w.i++ {
+		switch w.b[w.i] {
+		case '\\':
+			w.i++
+		case '"':
+			w.i++
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: unterminated string", errJSON)
+}
+
+func (w *walker) value(depth int) error {
+	if depth > maxDepth {
+		return fmt.Errorf("%w: nested too deeply", errJSON)
+	}
+	w.ws()
+	if w.i >= len(w.b) {
+		return fmt.Errorf("%w: unexpected end", errJSON)
+	}
+	switch w.b[w.i] {
+	case '{':
+		w.i++
+		w.ws()
+		if w.i < len(w.b) && w.b[w.i] == '}' {
+			w.i++
+			return nil
+		}
+		for {
+			w.ws()
+			ks := w.i
+			if err := w.str(); err != nil {
+				return err
+			}
+			key := w.b[ks+1 : w.i-1]
+			if err := w.expect(':'); err != nil {
+				return err
+			}
+			w.path = append(w.path, key)
+			if err := w.value(depth + 1); err != nil {
+				return err
+			}
+			w.path = w.path[:len(w.path)-1]
+			w.ws()
+			if w.i < len(w.b) && w.b[w.i] == ',' {
+				w.i++
+				continue
+			}
+			return w.expect('}')
+		}
+	case '[':
+		w.i++
+		w.ws()
+		if w.i < len(w.b) && w.b[w.i] == ']' {
+			w.i++
+			return nil
+		}
+		for {
+			w.path = append(w.path, arrayElem)
+			if err := w.value(depth + 1); err != nil {
+				return err
+			}
+			w.path = w.path[:len(w.path)-1]
+			w.ws()
+			if w.i < len(w.b) && w.b[w.i] == ',' {
+				w.i++
+				continue
+			}
+			return w.expect(']')
+		}
+	case '"':
+		s := w.i
+		if err := w.str(); err != nil {
+			return err
+		}
+		w.cb(w.path, s, w.i)
+		return nil
+	default:
+		s := w.i
+		for w.i < len(w.b) {
+			c := w.b[w.i]
+			if c == ',' || c == '}' || c == ']' || c == ' ' || c == '\t' || c == '\r' || c == '\n' {
+				break
+			}
+			w.i++
+		}
+		if w.i == s {
+			return fmt.Errorf("%w: unexpected %q at %d", errJSON, w.b[s], s)
+		}
+		w.cb(w.path, s, w.i)
+		return nil
+	}
+}
+
+// pathIs reports whether path equals want.
+func pathIs(path [][]byte, want ...string) bool {
+	if len(path) != len(want) {
+		return false
+	}
+	for i := range want {
+		if string(path[i]) != want[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// unquote decodes the JSON string literal q (with quotes) by appending to
+// dst, so that the caller owns (and can wipe) every byte.
+func unquote(dst, q []byte) ([]byte, error) {
+	if len(q) < 2 || q[0] != '"' || q[len(q)-1] != '"' {
+		return dst, fmt.Errorf("%w: not a string", errJSON)
+	}
+	q = q[1 : len(q)-1]
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		if c != '\\' {
+			dst = append(dst, c)
+			continue
+		}
+		i++
+		if i >= len(q) {
+			return dst, fmt.Errorf("%w: dangling escape", errJSON)
+		}
+		switch q[i] {
+		case '"', '\\', '/':
+			dst = append(dst, q[i])
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r, ok := hex4(q, i+1)
+			if !ok {
+				return dst, fmt.Errorf("%w: bad \\u escape", errJSON)
+			}
+			i += 4
+			if r >= 0xd800 && r < 0xdc00 && i+6 < len(q) && q[i+1] == '\\' && q[i+2] == 'u' {
+				if r2, ok := hex4(q, i+3); ok && r2 >= 0xdc00 && r2 < 0xe000 {
+					r = 0x10000 + (r-0xd800)<<10 + (r2 - 0xdc00)
+					i += 6
+				}
+			}
+			dst = appendRune(dst, r)
+		default:
+			return dst, fmt.Errorf("%w: bad escape", errJSON)
+		}
+	}
+	return dst, nil
+}
+
+func hex4(q []byte, i int) (rune, bool) {
+	if i+4 > len(q) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range q[i : i+4] {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		case c >= 'A' && c <= 'F':
+			r |= rune(c - 'A' + 10)
+		default:
+			return 0, false
+		}
+	}
+	return r, true
+}
+
+func appendRune(dst []byte, r rune) []byte {
+	switch {
+	case r < 0x80:
+		return append(dst, byte(r))
+	case r < 0x800:
+		return append(dst, 0xc0|byte(r>>6), 0x80|byte(r)&0x3f)
+	case r >= 0xd800 && r < 0xe000:
+		return append(dst, 0xef, 0xbf, 0xbd) // lone surrogate: U+FFFD
+	case r < 0x10000:
+		return append(dst, 0xe0|byte(r>>12), 0x80|byte(r>>6)&0x3f, 0x80|byte(r)&0x3f)
+	default:
+		return append(dst, 0xf0|byte(r>>18), 0x80|byte(r>>12)&0x3f, 0x80|byte(r>>6)&0x3f, 0x80|byte(r)&0x3f)
+	}
+}
+
+// quote appends s as a JSON string literal the way Chrome writes it
+// (", \ and control characters escaped, everything else raw; invalid UTF-8
+// passes as is, which JSON parsers replace by U+FFFD).
+func quote(dst, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for _, c := range s {
+		switch {
+		case c == '"':
+			dst = append(dst, '\\', '"')
+		case c == '\\':
+			dst = append(dst, '\\', '\\')
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+		case c == '\r':
+			dst = append(dst, '\\', 'r')
+		case c == '\t':
+			dst = append(dst, '\\', 't')
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}
