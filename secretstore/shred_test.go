@@ -172,3 +172,34 @@ func randBytes(n int) []byte {
 	rand.Read(b)
 	return b
 }
+
+// TestDeleteSecretLeavesNoCiphertext: a deleted secret's ciphertext, and the ciphertext of a
+// replaced version, are gone from the database files.
+func TestDeleteSecretLeavesNoCiphertext(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openStore(t, path, newKey(t))
+	tn := mustTenant(t, s, "acme")
+	ciphertext := func(name string) []byte {
+		var ct []byte
+		if err := s.db.QueryRow(`SELECT ciphertext FROM secrets WHERE tenant_id = ? AND name = ?`, tn.id, name).Scan(&ct); err != nil {
+			t.Fatal(err)
+		}
+		return ct
+	}
+	mustPut(t, tn, "doomed", []byte("doomed-value-0123456789"))
+	mustPut(t, tn, "rotated", []byte("first-version-value"))
+	needles := map[string][]byte{"doomed": ciphertext("doomed"), "rotated v1": ciphertext("rotated")}
+	if len(scanFiles(t, storeFiles(path), needles)) != 2 {
+		t.Fatal("scan does not see the ciphertexts before deletion")
+	}
+	mustPut(t, tn, "rotated", []byte("second-version-value"))
+	if err := tn.DeleteSecret(ctx, "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	if found := scanFiles(t, storeFiles(path), needles); len(found) != 0 {
+		t.Fatalf("after delete: %v", found)
+	}
+	mustReveal(t, tn, "rotated", []byte("second-version-value"))
+}

@@ -187,6 +187,9 @@ func dsn(path string) string {
 		"_pragma=" + url.QueryEscape("foreign_keys(1)"),
 		"_pragma=" + url.QueryEscape("secure_delete(1)"),
 		"_pragma=" + url.QueryEscape("temp_store(2)"),
+		// Truncate the WAL whenever it is reset after a checkpoint, so stale frames (old
+		// ciphertexts of replaced or deleted secrets) do not linger past the file's end.
+		"_pragma=" + url.QueryEscape("journal_size_limit(0)"),
 		"_txlock=immediate",
 	}
 	return u.String() + "?" + strings.Join(q, "&")
@@ -409,6 +412,24 @@ func (s *Store) checkpoint(ctx context.Context) error {
 			backoff *= 2
 		}
 	}
+}
+
+// PruneAudit deletes audit records older than before, for every tenant, and returns how
+// many were deleted. The daemon may call it periodically to bound the audit table.
+func (s *Store) PruneAudit(ctx context.Context, before time.Time) (removed int64, err error) {
+	defer s.track("prune_audit", time.Now(), &err)
+	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM audit WHERE time < ?`, before.UnixNano())
+		if err != nil {
+			return err
+		}
+		removed, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune audit: %w", err)
+	}
+	return removed, nil
 }
 
 // aead returns the cipher for a tenant's data key, unwrapping it under the master key on

@@ -653,3 +653,53 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentOpenOfFreshStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "fresh", "s.db")
+	key := newKey(t)
+	errs := make(chan error, 4)
+	stores := make(chan *Store, 4)
+	for i := 0; i < 4; i++ {
+		go func() {
+			s, err := Open(ctx, Options{Path: path, MasterKey: key})
+			errs <- err
+			stores <- s
+		}()
+	}
+	for i := 0; i < 4; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		s := <-stores
+		defer s.Close()
+		if s.MasterKeyVersion() != 1 {
+			t.Fatalf("version %d", s.MasterKeyVersion())
+		}
+	}
+	s := openStore(t, path, key)
+	var n, m int
+	s.db.QueryRow(`SELECT COUNT(*) FROM schema_version`).Scan(&n)
+	s.db.QueryRow(`SELECT COUNT(*) FROM master_keys`).Scan(&m)
+	if n != 1 || m != 1 {
+		t.Fatalf("schema_version rows %d, master_keys rows %d", n, m)
+	}
+}
+
+func TestPruneAudit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "s.db"), newKey(t))
+	tn := mustTenant(t, s, "acme")
+	old := time.Now().Add(-48 * time.Hour)
+	tn.AppendAudit(ctx, AuditRecord{Time: old, Result: "old"})
+	tn.AppendAudit(ctx, AuditRecord{Result: "new"})
+	n, err := s.PruneAudit(ctx, time.Now().Add(-24*time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("PruneAudit: %d %v", n, err)
+	}
+	if recs, _ := tn.Audit(ctx, 10); len(recs) != 1 || recs[0].Result != "new" {
+		t.Fatalf("left %+v", recs)
+	}
+}

@@ -179,7 +179,9 @@ func (t *Tenant) Secrets(ctx context.Context) (_ []Meta, err error) {
 	return out, nil
 }
 
-// DeleteSecret deletes a secret (secure_delete zeroes its ciphertext in the file).
+// DeleteSecret deletes a secret: secure_delete zeroes its ciphertext in the database file
+// and a checkpoint then truncates the WAL (best effort; readers in other processes may
+// postpone it to a later checkpoint).
 func (t *Tenant) DeleteSecret(ctx context.Context, name string) (err error) {
 	s := t.s
 	defer s.track("delete_secret", time.Now(), &err)
@@ -201,6 +203,14 @@ func (t *Tenant) DeleteSecret(ctx context.Context, name string) (err error) {
 	})
 	if err != nil {
 		return fmt.Errorf("delete secret: %w", err)
+	}
+	// Best effort: move the zeroed page into the database file and truncate the WAL, so the
+	// deleted ciphertext does not stay in old WAL frames. Failing that, the next checkpoint
+	// (at the latest Close) removes it.
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := s.checkpoint(cctx); err != nil {
+		s.log.Debug("checkpoint after secret delete", "err", err)
 	}
 	return nil
 }
