@@ -3,14 +3,21 @@ package configs
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/cdpvault/cdpvault/browser"
 )
 
 // TestUnitsVerify runs verify-units.sh: systemd-analyze verify on every unit (any warning fails) and
@@ -331,5 +338,115 @@ func decodeFile(t *testing.T, path string, v any, strict bool) {
 	dec.KnownFields(strict)
 	if err := dec.Decode(v); err != nil {
 		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// TestChromiumUnitCommand runs cdpvault-chromium.service's ExecStart the way the unit would: as an
+// unprivileged user with no_new_privs (DynamicUser= and NoNewPrivileges=), with Chromium's sandbox on,
+// its profile in a private directory. Only the port (0 instead of 9223, so tests never collide) and
+// the /tmp paths (PrivateTmp=) are substituted. The browser must come up, answer /json/version and
+// listen on 127.0.0.1 alone. The systemd sandboxing itself needs a running systemd and is not
+// exercised here.
+func TestChromiumUnitCommand(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run Chromium as an unprivileged user")
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	svc := unitKeys(t, "cdpvault-chromium.service")["Service"]
+	tmp, err := os.MkdirTemp("", "cdpvault-chromium-unit-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	if err := os.Chmod(tmp, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Join(svc["ExecStart"], " ")
+	for old, repl := range map[string]string{"--remote-debugging-port=9223": "--remote-debugging-port=0", "=/tmp/": "=" + tmp + "/"} {
+		if !strings.Contains(line, old) {
+			t.Fatalf("ExecStart lacks %s", old)
+		}
+		line = strings.ReplaceAll(line, old, repl)
+	}
+	args := []string{"--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs", "env"}
+	for _, e := range svc["Environment"] {
+		args = append(args, strings.Fields(strings.ReplaceAll(e, "=/tmp", "="+tmp))...)
+	}
+	args = append(args, strings.Fields(line)...)
+	cmd := exec.Command("setpriv", args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := cmd.Process.Pid
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }() //nolint:errcheck
+	t.Cleanup(func() {
+		syscall.Kill(-pgid, syscall.SIGKILL)
+		<-exited
+		deadline := time.Now().Add(10 * time.Second)
+		for len(browser.GroupMembers(pgid)) > 0 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // waiting on processes we cannot reap
+		}
+	})
+	// Waiting on an external process: poll for its DevToolsActivePort with a deadline.
+	portFile := tmp + "/profile/DevToolsActivePort"
+	var port string
+	deadline := time.Now().Add(30 * time.Second)
+	for port == "" {
+		if data, err := os.ReadFile(portFile); err == nil {
+			if first, _, ok := strings.Cut(string(data), "\n"); ok {
+				port = first
+			}
+		}
+		select {
+		case <-exited:
+			t.Fatalf("chromium exited: %s", stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no DevToolsActivePort within 30s: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b, err := browser.Attach(context.Background(), "http://127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := b.Version(context.Background())
+	if err != nil || !strings.Contains(v.Browser, "Chrome") {
+		t.Fatalf("version %+v: %v", v, err)
+	}
+	// Sandbox on: no process of the group runs with --no-sandbox, and all run as the unprivileged user.
+	for _, pid := range browser.GroupMembers(pgid) {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if bytes.Contains(cmdline, []byte("--no-sandbox")) {
+			t.Errorf("pid %d runs without Chromium's sandbox", pid)
+		}
+		status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if bytes.Contains(status, []byte("\nUid:\t0")) {
+			t.Errorf("pid %d runs as root", pid)
+		}
+	}
+	// DevTools listens on loopback only.
+	tcp, _ := os.ReadFile("/proc/net/tcp")
+	p, _ := strconv.Atoi(port)
+	hexPort := fmt.Sprintf(":%04X ", p)
+	for _, l := range strings.Split(string(tcp), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 3 && strings.HasSuffix(f[1]+" ", hexPort) && f[3] == "0A" && f[1] != "0100007F"+strings.TrimSpace(hexPort) {
+			t.Errorf("DevTools port %s listens on %s, not 127.0.0.1", port, f[1])
+		}
+	}
+	tcp6, _ := os.ReadFile("/proc/net/tcp6")
+	for _, l := range strings.Split(string(tcp6), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 3 && strings.HasSuffix(f[1]+" ", hexPort) && f[3] == "0A" {
+			t.Errorf("DevTools port %s listens on IPv6 %s", port, f[1])
+		}
 	}
 }
