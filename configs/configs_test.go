@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ func TestUnitsVerify(t *testing.T) {
 		t.Skip("systemd-analyze is not installed (apt-get install -y systemd); units not verified")
 	}
 	cmd := exec.Command("bash", "./verify-units.sh")
+	cmd.Env = append(os.Environ(), "CDPVAULT_BIN="+cdpvaultBin(t))
 	out, err := cmd.CombinedOutput()
 	t.Logf("verify-units.sh:\n%s", out)
 	if err != nil {
@@ -51,6 +53,61 @@ func TestUnitsVerify(t *testing.T) {
 		if !strings.Contains(string(readme), row) {
 			t.Errorf("README.md lacks the exposure row %q", row)
 		}
+	}
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+	binDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// cdpvaultBin builds the real cdpvault binary from the module root once per test run.
+func cdpvaultBin(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "cdpvault-configs-bin-")
+		if binErr != nil {
+			return
+		}
+		binPath = binDir + "/cdpvault"
+		out, err := exec.Command("go", "build", "-o", binPath, "..").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatalf("building cdpvault: %v", binErr)
+	}
+	return binPath
+}
+
+// TestExampleConfigCheckConfig runs the daemon's own `check-config` on cdpvault.yaml.
+func TestExampleConfigCheckConfig(t *testing.T) {
+	out, err := exec.Command(cdpvaultBin(t), "check-config", "--config", "cdpvault.yaml").CombinedOutput()
+	if err != nil {
+		t.Fatalf("cdpvault check-config --config cdpvault.yaml: %v\n%s", err, out)
+	}
+	// And it is not a rubber stamp: a misspelt key in a copy is reported.
+	data, err := os.ReadFile("cdpvault.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := t.TempDir() + "/bad.yaml"
+	if err := os.WriteFile(bad, bytes.Replace(data, []byte("metrics_listen:"), []byte("metrics_lisen:"), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(cdpvaultBin(t), "check-config", "--config", bad).CombinedOutput(); err == nil {
+		t.Fatalf("check-config accepted a misspelt key:\n%s", out)
 	}
 }
 
