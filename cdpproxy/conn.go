@@ -201,6 +201,7 @@ func (c *proxyConn) serve() {
 	c.cmu.Unlock()
 	c.cr.close()
 	c.br.close()
+	c.tr.close()
 
 }
 
@@ -677,20 +678,24 @@ func (c *proxyConn) toClient(p []byte) bool {
 
 func (c *proxyConn) track(sid, method string, params []byte) {
 	if method == "Target.receivedMessageFromTarget" {
-		var p struct {
-			SessionID string `json:"sessionId"`
-			Message   string `json:"message"`
-		}
-		if json.Unmarshal(params, &p) != nil || p.SessionID == "" {
+		s := idField(params, "sessionId")
+		m, esc := strField(params, "message")
+		if s == "" || m == nil {
 			return
 		}
-		raw := []byte(p.Message)
-		defer wipe(raw)
+		raw := m
+		if esc {
+			var err error
+			if raw, err = unescape(nil, m); err != nil {
+				return
+			}
+			defer wipe(raw)
+		}
 		h, err := scanHeader(raw, false)
 		if err != nil || len(h.method) == 0 || !tracked(h.method) || string(h.method) == "Target.receivedMessageFromTarget" {
 			return
 		}
-		c.track(p.SessionID, string(h.method), h.params)
+		c.track(s, string(h.method), h.params)
 		return
 	}
 	if detached := c.tr.event(sid, method, params); detached != "" && len(c.ics) > 0 {

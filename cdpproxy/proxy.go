@@ -43,9 +43,8 @@ type Options struct {
 // Proxy serves the discovery endpoints and WebSockets of registered
 // sessions under /session/{token}/.
 type Proxy struct {
-	o    Options
-	log  *slog.Logger
-	http *http.Client
+	o   Options
+	log *slog.Logger
 
 	mu       sync.Mutex
 	sessions map[string]*sessionEntry
@@ -71,19 +70,8 @@ func New(o Options) *Proxy {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Proxy{
-		o:   o,
-		log: log,
-		http: &http.Client{
-			Transport: &http.Transport{
-				Proxy:               nil, // never through an environment proxy
-				DialContext:         (&net.Dialer{Timeout: o.DialTimeout}).DialContext,
-				MaxIdleConnsPerHost: 4,
-				IdleConnTimeout:     30 * time.Second,
-				DisableCompression:  true,
-			},
-			Timeout:       o.DialTimeout * 3,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		o:        o,
+		log:      log,
 		sessions: make(map[string]*sessionEntry),
 	}
 }
@@ -159,7 +147,6 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		p.wg.Wait()
 		close(done)
 	}()
-	p.http.CloseIdleConnections()
 	select {
 	case <-done:
 		return nil
@@ -297,9 +284,10 @@ func (p *Proxy) serveWS(w http.ResponseWriter, r *http.Request, s *Session, toke
 		http.Error(w, "cdpvault: browser unavailable", http.StatusBadGateway)
 		return
 	}
-	root := TargetInfo{Type: "browser", TargetID: strings.TrimPrefix(sub, "/devtools/browser/")}
+	tr := newTracker(TargetInfo{Type: "browser", TargetID: strings.TrimPrefix(sub, "/devtools/browser/")})
 	if id, ok := strings.CutPrefix(sub, "/devtools/page/"); ok {
-		root = p.pageInfo(r.Context(), s, id)
+		tr.root = TargetInfo{Type: "page", TargetID: id}
+		p.pageInfo(r.Context(), s, id, tr)
 	}
 
 	wsScheme := "ws"
@@ -317,6 +305,7 @@ func (p *Proxy) serveWS(w http.ResponseWriter, r *http.Request, s *Session, toke
 	}
 	up, ubr, _, err := d.Dial(r.Context(), wsScheme+"://"+addr+sub)
 	if err != nil {
+		tr.close()
 		p.log.Info("cdp upstream dial failed", "session", s.ID, "status", status, "err", err)
 		if status == http.StatusNotFound {
 			http.Error(w, "cdpvault: no such target", http.StatusNotFound)
@@ -327,6 +316,7 @@ func (p *Proxy) serveWS(w http.ResponseWriter, r *http.Request, s *Session, toke
 	}
 	cl, crw, _, err := ws.HTTPUpgrader{Timeout: 10 * time.Second}.Upgrade(r, w)
 	if err != nil {
+		tr.close()
 		up.Close()
 		if ubr != nil {
 			ws.PutReader(ubr)
@@ -347,7 +337,7 @@ func (p *Proxy) serveWS(w http.ResponseWriter, r *http.Request, s *Session, toke
 		br:  newFrameReader(up, browserReadBuf, p.o.MaxMessage, false),
 		cw:  &frameWriter{conn: cl},
 		bw:  &frameWriter{conn: up, mask: true},
-		tr:  newTracker(root),
+		tr:  tr,
 		ctx: ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
@@ -380,6 +370,9 @@ func (p *Proxy) serveWS(w http.ResponseWriter, r *http.Request, s *Session, toke
 		cl.Close()
 		up.Close()
 		cancel()
+		c.cr.close()
+		c.br.close()
+		tr.close()
 		return
 	}
 	p.o.Metrics.connDelta(1)
