@@ -168,9 +168,11 @@ func (in *interceptor) scrub(ix *redact.Index, m *cdpproxy.Message) ([]byte, int
 			// and everything else as text
 			out2, n2, err := ix.Replace(out)
 			if err != nil {
+				clear(out)
 				return nil, 0, err
 			}
 			if n2 > 0 {
+				clear(out) // held text forms of a secret
 				out = out2
 			}
 			return out, n + n2, nil
@@ -271,10 +273,13 @@ func scrubFields(ix *redact.Index, raw []byte, legacy bool) ([]byte, int, error)
 			continue
 		}
 		if out == nil {
-			out = make([]byte, 0, len(raw)+64)
+			// room for the growth of re-encoded fields, so that append
+			// never leaves a stale copy behind
+			out = make([]byte, 0, len(raw)+len(raw)/2+256)
 		}
 		out = append(out, raw[prev:f.s]...)
 		out = append(out, rep...)
+		clear(rep)
 		prev = f.e
 		total += n
 	}
@@ -302,7 +307,7 @@ func scrubBase64(ix *redact.Index, q []byte) ([]byte, int, error) {
 	text := q[1 : len(q)-1]
 	if bytes.IndexByte(text, '\\') >= 0 {
 		// Chrome never escapes base64; an escaped / is tolerated
-		t, err := unquote(nil, q)
+		t, err := unquote(make([]byte, 0, len(q)), q)
 		if err != nil {
 			return nil, 0, errBadBase64
 		}
@@ -336,7 +341,7 @@ func scrubBase64(ix *redact.Index, q []byte) ([]byte, int, error) {
 // Target.receivedMessageFromTarget event: the inner message's base64
 // fields are scrubbed like a top-level message's.
 func scrubNested(ix *redact.Index, q []byte) ([]byte, int, error) {
-	inner, err := unquote(nil, q)
+	inner, err := unquote(make([]byte, 0, len(q)), q)
 	defer clear(inner)
 	if err != nil {
 		return nil, 0, err
@@ -346,7 +351,7 @@ func scrubNested(ix *redact.Index, q []byte) ([]byte, int, error) {
 	if err != nil || n == 0 {
 		return nil, 0, err
 	}
-	return quote(nil, out), n, nil
+	return quote(make([]byte, 0, 2*len(out)+16), out), n, nil
 }
 
 func (in *interceptor) isIORead(m *cdpproxy.Message) bool {
@@ -408,7 +413,7 @@ func (in *interceptor) scrubIORead(ix *redact.Index, m *cdpproxy.Message) ([]byt
 		}
 		chunk = chunk[:nd]
 	} else {
-		chunk, err = unquote(nil, q)
+		chunk, err = unquote(make([]byte, 0, len(q)), q)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -425,8 +430,10 @@ func (in *interceptor) scrubIORead(ix *redact.Index, m *cdpproxy.Message) ([]byt
 	}
 	if !b64 {
 		// keep text output valid UTF-8: hold back an incomplete sequence
-		joined := append(st.carry, outData...)
+		joined := make([]byte, 0, len(st.carry)+len(outData))
+		joined = append(append(joined, st.carry...), outData...)
 		clear(outData)
+		clear(st.carry)
 		outData = joined
 		st.carry = nil
 		if !eof {
@@ -442,7 +449,7 @@ func (in *interceptor) scrubIORead(ix *redact.Index, m *cdpproxy.Message) ([]byt
 		delete(in.streams, sk)
 		in.mu.Unlock()
 	}
-	out := make([]byte, 0, len(raw)+len(outData)/2+64)
+	out := make([]byte, 0, len(raw)+2*len(outData)+64)
 	out = append(out, raw[:data[0]]...)
 	if b64 {
 		out = append(out, '"')
@@ -456,6 +463,7 @@ func (in *interceptor) scrubIORead(ix *redact.Index, m *cdpproxy.Message) ([]byt
 	if out2, n2, err := ix.Replace(out); err != nil {
 		return nil, 0, err
 	} else if n2 > 0 {
+		clear(out)
 		out, n = out2, n+n2
 	}
 	return out, n, nil
