@@ -422,6 +422,10 @@ func newSite(t testing.TB) *site {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, loginPage)
 	})
+	mux.HandleFunc("/plain", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, `<!doctype html><meta charset=utf-8><input id=pass>`)
+	})
 	mux.HandleFunc("/framed", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, `<!doctype html><input id=outer><iframe id=fr src=%q width=600 height=300></iframe>`, r.URL.Query().Get("src"))

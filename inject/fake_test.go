@@ -28,6 +28,8 @@ type fakeConn struct {
 	rawSeen  [][]byte               // the params slices passed to Call, as passed
 	called   chan struct{}
 	clientW  [][]byte
+	worlds   int  // Page.createIsolatedWorld calls
+	stale    bool // the next marker check finds a foreign context
 }
 
 type logEntry struct {
@@ -80,10 +82,15 @@ func (f *fakeConn) Call(ctx context.Context, sid, method string, params any) (js
 	}
 	switch method {
 	case "Page.createIsolatedWorld":
+		f.worlds++
 		return json.RawMessage(`{"executionContextId":7}`), nil
 	case "Page.getFrameTree":
 		return json.RawMessage(`{"frameTree":{"frame":{"id":"FRAME"}}}`), nil
 	case "Runtime.evaluate":
+		if f.stale && strings.Contains(string(b), "!== true") {
+			f.stale = false
+			return json.RawMessage(`{"result":{"type":"object","value":{"stale":true}}}`), nil
+		}
 		fr, ok := f.focus[sid]
 		if !ok {
 			return nil, errors.New("no such session")

@@ -140,6 +140,7 @@ func New(o Options) cdpproxy.Interceptor {
 		held:     map[string]*hold{},
 		swallow:  map[string]string{},
 		children: map[string]child{},
+		worlds:   map[string]int64{},
 		baseCtx:  ctx,
 		cancel:   cancel,
 	}
@@ -160,6 +161,9 @@ type interceptor struct {
 
 	childMu  sync.Mutex       // never held across Conn.Call
 	children map[string]child // attached iframe sessions
+
+	cacheMu sync.Mutex
+	worlds  map[string]int64 // session+frame -> context id of the check's world
 
 	resMu    sync.Mutex
 	resKeys  []reservedKey // this interceptor's entries in the reserved registry

@@ -549,3 +549,27 @@ func TestNoValueInLogsAuditOrErrors(t *testing.T) {
 		t.Fatal("no log lines at all: the check above proves nothing")
 	}
 }
+
+func TestCheckWorldReusedAndRecreatedWhenForeign(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.c.targets["S"] = cdpproxy.TargetInfo{SessionID: "S", TargetID: "T1", Type: "page", Origin: "https://acme.test"}
+	for i := 0; i < 3; i++ {
+		if v := h.send("S", methodInsertText, `{"text":"<<secret:pw>>"}`); errorMessage(v.Data) != "" {
+			t.Fatal(string(v.Data))
+		}
+	}
+	if h.c.worlds != 1 {
+		t.Fatalf("%d worlds created for 3 checks, want 1 (reuse)", h.c.worlds)
+	}
+	h.c.stale = true // the cached id now names a context without our marker
+	if v := h.send("S", methodInsertText, `{"text":"<<secret:pw>>"}`); errorMessage(v.Data) != "" {
+		t.Fatal(string(v.Data))
+	}
+	if h.c.worlds != 2 {
+		t.Fatalf("foreign context trusted: %d worlds", h.c.worlds)
+	}
+	if got := h.c.typed("S"); got != strings.Repeat("hunter2", 4) {
+		t.Fatalf("page got %q", got)
+	}
+}

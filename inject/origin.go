@@ -20,7 +20,7 @@ import (
 // remote=true when focus sits on a frame owner it cannot enter: a
 // cross-origin frame, in this process (then every frame of the target is
 // asked) or out of process (its own target, asked through its session).
-const focusJS = `(() => {
+const focusWalk = `(() => {
   let w = window, depth = 0, remote = false;
   for (;;) {
     const d = w.document;
@@ -45,7 +45,21 @@ const focusJS = `(() => {
   }
 })()`
 
+// The check's world is reused while its document lives (creating it costs
+// ~0.5 ms per check here). A cached context id is only trusted when the
+// context carries worldMarker, a random name set by the init expression in
+// our world: a context id that went stale and now names another context
+// (ids restart in a new renderer process) lacks it, so the world is
+// created again.
+var worldMarker = worldPrefix + "_m"
+
+var (
+	focusJSCheck = fmt.Sprintf(`(globalThis[%q] !== true) ? {stale: true} : %s`, worldMarker, focusWalk)
+	focusJSInit  = fmt.Sprintf(`(Object.defineProperty(globalThis, %q, {value: true}), %s)`, worldMarker, focusWalk)
+)
+
 type focusResult struct {
+	Stale  bool   `json:"stale"`
 	Origin string `json:"origin"`
 	Remote bool   `json:"remote"`
 	Depth  int    `json:"depth"`
@@ -172,47 +186,66 @@ func (in *interceptor) childSessions(sid string) []string {
 	return out
 }
 
-// evalFocus runs focusJS in the interceptor's isolated world of a frame
-// of the session's target: frameID, or the main frame when "".
+// evalFocus runs the focus walk in the interceptor's isolated world of a
+// frame of the session's target: frameID, or the main frame when "".
 func (in *interceptor) evalFocus(ctx context.Context, c cdpproxy.Conn, sid, frameID string) (focusResult, error) {
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if frameID != "" {
-		ctxID, err := in.createWorld(cctx, c, sid, frameID)
-		if err != nil {
-			return focusResult{}, err
-		}
-		return in.runFocus(cctx, c, sid, ctxID)
-	}
-	ti, tracked := c.Target(sid)
-	if tracked && (ti.Type == "page" || ti.Type == "iframe") {
-		frameID = ti.TargetID // a page's or iframe target's main frame id is its target id
-	}
+	fromTarget := false
 	if frameID == "" {
-		in.childMu.Lock()
-		frameID = in.children[sid].targetID
-		in.childMu.Unlock()
+		if ti, ok := c.Target(sid); ok && (ti.Type == "page" || ti.Type == "iframe") {
+			frameID = ti.TargetID // a page's or iframe target's main frame id is its target id
+		} else {
+			in.childMu.Lock()
+			frameID = in.children[sid].targetID
+			in.childMu.Unlock()
+		}
+		fromTarget = frameID != ""
 	}
-	var ctxID int64
+	key := sid + "\x00" + frameID
+	in.cacheMu.Lock()
+	id, cached := in.worlds[key]
+	in.cacheMu.Unlock()
+	if cached && frameID != "" {
+		r, err := in.runFocus(cctx, c, sid, id, focusJSCheck)
+		if err == nil && !r.Stale {
+			return r, nil
+		}
+		in.cacheMu.Lock()
+		delete(in.worlds, key)
+		in.cacheMu.Unlock()
+	}
 	var err error
 	if frameID != "" {
-		ctxID, err = in.createWorld(cctx, c, sid, frameID)
+		id, err = in.createWorld(cctx, c, sid, frameID)
 	}
-	if frameID == "" || err != nil {
+	if frameID == "" || (err != nil && fromTarget) {
 		if frameID, err = mainFrameID(cctx, c, sid); err != nil {
 			return focusResult{}, err
 		}
-		if ctxID, err = in.createWorld(cctx, c, sid, frameID); err != nil {
-			return focusResult{}, err
-		}
+		key = sid + "\x00" + frameID
+		id, err = in.createWorld(cctx, c, sid, frameID)
 	}
-	return in.runFocus(cctx, c, sid, ctxID)
+	if err != nil {
+		return focusResult{}, err
+	}
+	r, err := in.runFocus(cctx, c, sid, id, focusJSInit)
+	if err != nil || r.Stale {
+		return focusResult{}, errors.New("focus check: isolated world unusable")
+	}
+	in.cacheMu.Lock()
+	if len(in.worlds) > 256 {
+		clear(in.worlds)
+	}
+	in.worlds[key] = id
+	in.cacheMu.Unlock()
+	return r, nil
 }
 
-func (in *interceptor) runFocus(cctx context.Context, c cdpproxy.Conn, sid string, ctxID int64) (focusResult, error) {
+func (in *interceptor) runFocus(cctx context.Context, c cdpproxy.Conn, sid string, ctxID int64, expr string) (focusResult, error) {
 	in.reserve(c, sid, ctxID)
 	raw, err := c.Call(cctx, sid, "Runtime.evaluate", map[string]any{
-		"expression":    focusJS,
+		"expression":    expr,
 		"contextId":     ctxID,
 		"returnByValue": true,
 		"silent":        true,

@@ -130,24 +130,62 @@ func Contains(raw []byte) bool {
 // findEscaped is Contains that also returns the decoded name of the first
 // placeholder found (for audit records).
 func findEscaped(raw []byte) (string, bool) {
-	i := 0
-	for i < len(raw) {
-		k := indexStart(raw[i:])
-		if k < 0 {
+	var sc startScanner
+	sc.init(raw)
+	for {
+		i := sc.nextStart()
+		if i < 0 {
 			return "", false
 		}
-		i += k
 		if name, ok := escapedPlaceholderAt(raw, i); ok {
 			return name, true
 		}
-		i++
 	}
-	return "", false
+}
+
+// startBytes can begin an encoded '<': '<' itself, '\\' (JSON/JS escape),
+// '%' (percent-encoding) or '&' (HTML character reference).
+const startBytes = "<\\%&"
+
+// startScanner yields, in increasing order, every position of a byte in
+// startBytes, using one vectorised bytes.IndexByte per byte value and
+// occurrence, so a message with none of them costs four fast scans.
+type startScanner struct {
+	raw  []byte
+	nextPos [4]int // next position of each start byte, len(raw) when none
+}
+
+func (s *startScanner) init(raw []byte) {
+	s.raw = raw
+	for k := range s.nextPos {
+		s.nextPos[k] = s.find(k, 0)
+	}
+}
+
+func (s *startScanner) find(k, from int) int {
+	if j := bytes.IndexByte(s.raw[from:], startBytes[k]); j >= 0 {
+		return from + j
+	}
+	return len(s.raw)
+}
+
+func (s *startScanner) nextStart() int {
+	k := 0
+	for j := 1; j < len(s.nextPos); j++ {
+		if s.nextPos[j] < s.nextPos[k] {
+			k = j
+		}
+	}
+	p := s.nextPos[k]
+	if p >= len(s.raw) {
+		return -1
+	}
+	s.nextPos[k] = s.find(k, p+1)
+	return p
 }
 
 // indexStart returns the index of the first byte that can begin an encoded
-// '<': '<' itself, '\\' (JSON/JS escape), '%' (percent-encoding) or '&'
-// (HTML character reference).
+// '<', or -1.
 func indexStart(b []byte) int {
 	for i, c := range b {
 		switch c {
