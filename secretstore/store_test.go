@@ -703,3 +703,41 @@ func TestPruneAudit(t *testing.T) {
 		t.Fatalf("left %+v", recs)
 	}
 }
+
+func TestZeroTenantFailsWithoutPanic(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tn := range []*Tenant{nil, {}} {
+		if _, _, err := tn.PutSecret(ctx, "x", []byte("value-of-x-123"), nil, ""); !errors.Is(err, ErrClosed) {
+			t.Errorf("PutSecret: %v", err)
+		}
+		if _, _, err := tn.Reveal(ctx, "x"); !errors.Is(err, ErrClosed) {
+			t.Errorf("Reveal: %v", err)
+		}
+		if err := tn.RevealFunc(ctx, "x", func(Meta, []byte) error { return nil }); !errors.Is(err, ErrClosed) {
+			t.Errorf("RevealFunc: %v", err)
+		}
+		if err := tn.RevealAll(ctx, func(Meta, *memguard.LockedBuffer) error { return nil }); !errors.Is(err, ErrClosed) {
+			t.Errorf("RevealAll: %v", err)
+		}
+		if _, err := tn.Secret(ctx, "x"); !errors.Is(err, ErrClosed) {
+			t.Errorf("Secret: %v", err)
+		}
+		if _, err := tn.Secrets(ctx); !errors.Is(err, ErrClosed) {
+			t.Errorf("Secrets: %v", err)
+		}
+		if err := tn.DeleteSecret(ctx, "x"); !errors.Is(err, ErrClosed) {
+			t.Errorf("DeleteSecret: %v", err)
+		}
+		if _, err := tn.Revision(ctx); !errors.Is(err, ErrClosed) {
+			t.Errorf("Revision: %v", err)
+		}
+		if err := tn.AppendAudit(ctx, AuditRecord{}); !errors.Is(err, ErrClosed) {
+			t.Errorf("AppendAudit: %v", err)
+		}
+		if _, err := tn.Audit(ctx, 1); !errors.Is(err, ErrClosed) {
+			t.Errorf("Audit: %v", err)
+		}
+		_ = tn.Name()
+	}
+}

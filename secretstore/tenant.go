@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -48,7 +49,28 @@ type AuditRecord struct {
 }
 
 // Name is the tenant's name.
-func (t *Tenant) Name() string { return t.name }
+func (t *Tenant) Name() string {
+	if t == nil {
+		return ""
+	}
+	return t.name
+}
+
+// noScope stands in for the store of a nil or zero Tenant (one not obtained from
+// Store.Tenant or Store.Authenticate): every operation on it fails with ErrClosed instead
+// of panicking.
+var noScope = func() *Store {
+	s := &Store{log: slog.New(slog.DiscardHandler), pool: &bufPool{closed: true, sem: make(chan struct{}, 1)}}
+	s.closed.Store(true)
+	return s
+}()
+
+func (t *Tenant) store() *Store {
+	if t == nil || t.s == nil {
+		return noScope
+	}
+	return t.s
+}
 
 func secretNotFound(name string) error { return fmt.Errorf("secret %q: %w", name, ErrNotFound) }
 
@@ -64,8 +86,11 @@ func splitOrigins(s string) []string {
 // only the ciphertext. origins are normalised with ValidOrigin; kind "" means password.
 // The value is checked with CheckValue.
 func (t *Tenant) PutSecret(ctx context.Context, name string, value []byte, origins []string, kind Kind) (meta Meta, created bool, err error) {
-	s := t.s
+	s := t.store()
 	defer s.track("put_secret", time.Now(), &err)
+	if s.closed.Load() {
+		return Meta{}, false, ErrClosed
+	}
 	if err := checkName("secret", name); err != nil {
 		return Meta{}, false, err
 	}
@@ -127,7 +152,7 @@ func (t *Tenant) PutSecret(ctx context.Context, name string, value []byte, origi
 
 // Secret returns a secret's metadata.
 func (t *Tenant) Secret(ctx context.Context, name string) (_ Meta, err error) {
-	s := t.s
+	s := t.store()
 	defer s.track("get_meta", time.Now(), &err)
 	if err := checkName("secret", name); err != nil {
 		return Meta{}, err
@@ -152,7 +177,7 @@ func (t *Tenant) Secret(ctx context.Context, name string) (_ Meta, err error) {
 
 // Secrets lists the tenant's secrets by name (metadata only).
 func (t *Tenant) Secrets(ctx context.Context) (_ []Meta, err error) {
-	s := t.s
+	s := t.store()
 	defer s.track("list_secrets", time.Now(), &err)
 	if s.closed.Load() {
 		return nil, ErrClosed
@@ -183,8 +208,11 @@ func (t *Tenant) Secrets(ctx context.Context) (_ []Meta, err error) {
 // and a checkpoint then truncates the WAL (best effort; readers in other processes may
 // postpone it to a later checkpoint).
 func (t *Tenant) DeleteSecret(ctx context.Context, name string) (err error) {
-	s := t.s
+	s := t.store()
 	defer s.track("delete_secret", time.Now(), &err)
+	if s.closed.Load() {
+		return ErrClosed
+	}
 	if err := checkName("secret", name); err != nil {
 		return err
 	}
@@ -259,7 +287,7 @@ func (t *Tenant) integrityError(name string) error {
 // The caller must Destroy it. Each call allocates locked memory (mmap + mlock, ~25 µs); hot
 // paths that only need the value briefly should use RevealFunc.
 func (t *Tenant) Reveal(ctx context.Context, name string) (_ *memguard.LockedBuffer, _ Meta, err error) {
-	s := t.s
+	s := t.store()
 	defer s.track("reveal", time.Now(), &err)
 	if err := checkName("secret", name); err != nil {
 		return nil, Meta{}, err
@@ -299,7 +327,7 @@ func (t *Tenant) open(ctx context.Context, r *sealed) (*memguard.LockedBuffer, e
 // is valid only during fn: fn must not keep it, nor turn it into a string. This is the fast
 // path (no locked-memory allocation per call); at most a handful run at once, others wait.
 func (t *Tenant) RevealFunc(ctx context.Context, name string, fn func(m Meta, value []byte) error) (err error) {
-	s := t.s
+	s := t.store()
 	defer s.track("reveal", time.Now(), &err)
 	if err := checkName("secret", name); err != nil {
 		return err
@@ -333,7 +361,7 @@ func (t *Tenant) RevealFunc(ctx context.Context, name string, fn func(m Meta, va
 // the first error, from fn or from a secret that fails to decrypt (fail closed: a scrub index
 // built from a partial set would be incomplete).
 func (t *Tenant) RevealAll(ctx context.Context, fn func(m Meta, value *memguard.LockedBuffer) error) (err error) {
-	s := t.s
+	s := t.store()
 	defer s.track("reveal_all", time.Now(), &err)
 	if s.closed.Load() {
 		return ErrClosed
@@ -377,7 +405,7 @@ func (t *Tenant) RevealAll(ctx context.Context, fn func(m Meta, value *memguard.
 // process. It is one indexed read; compare it to decide whether derived state (a scrub
 // index) is stale.
 func (t *Tenant) Revision(ctx context.Context) (_ int64, err error) {
-	s := t.s
+	s := t.store()
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -407,8 +435,11 @@ func cutField(s string) string {
 
 // AppendAudit records one use of a secret. A zero Time means now.
 func (t *Tenant) AppendAudit(ctx context.Context, r AuditRecord) (err error) {
-	s := t.s
+	s := t.store()
 	defer s.track("append_audit", time.Now(), &err)
+	if s.closed.Load() {
+		return ErrClosed
+	}
 	if r.Time.IsZero() {
 		r.Time = time.Now()
 	}
@@ -434,7 +465,7 @@ func (t *Tenant) AppendAudit(ctx context.Context, r AuditRecord) (err error) {
 
 // Audit returns up to limit records, newest first (limit <= 0 means 100; at most 10000).
 func (t *Tenant) Audit(ctx context.Context, limit int) (_ []AuditRecord, err error) {
-	s := t.s
+	s := t.store()
 	defer s.track("audit", time.Now(), &err)
 	if s.closed.Load() {
 		return nil, ErrClosed

@@ -112,6 +112,9 @@ func ValidOrigin(s string) (string, error) {
 	if len(s) > 300 {
 		return bad("too long")
 	}
+	if !utf8.ValidString(s) {
+		return bad("not valid UTF-8")
+	}
 	for _, r := range s {
 		if r <= ' ' || r == 0x7f || r == '\\' {
 			return bad("contains whitespace, a control character or a backslash")
@@ -163,6 +166,9 @@ func ValidOrigin(s string) (string, error) {
 		}
 		ascii, err := idna.Lookup.ToASCII(host)
 		if err != nil || !validHostname(ascii) {
+			return bad("malformed host name")
+		}
+		if again, err := idna.Lookup.ToASCII(ascii); err != nil || again != ascii {
 			return bad("malformed host name")
 		}
 		host = ascii

@@ -108,3 +108,27 @@ func TestCheckValue(t *testing.T) {
 		t.Errorf("unknown kind: %v, want ErrInvalidKind", err)
 	}
 }
+
+// FuzzValidOrigin: never panics, and a normalised origin is a fixed point that is accepted
+// again unchanged and carries no path, query, fragment or user info.
+func FuzzValidOrigin(f *testing.F) {
+	for _, s := range []string{"*", "https://acme.test", "HTTP://A.B:80/", "http://[::1]:1", "https://bücher.example", "https://a@b", "http://x:0", "https://acme.test:443"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := ValidOrigin(s)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidOrigin) {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		n2, err := ValidOrigin(n)
+		if err != nil || n2 != n {
+			t.Fatalf("%q -> %q -> %q, %v", s, n, n2, err)
+		}
+		if n != "*" && (strings.ContainsAny(n[len("https://"):], "/?#@ ") || !(strings.HasPrefix(n, "http://") || strings.HasPrefix(n, "https://"))) {
+			t.Fatalf("%q normalised to %q", s, n)
+		}
+	})
+}
