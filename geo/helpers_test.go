@@ -35,8 +35,13 @@ func testDial(ctx context.Context, network, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if strings.HasSuffix(host, ".test") {
+	switch {
+	case strings.HasSuffix(host, ".test"):
 		addr = net.JoinHostPort("127.0.0.1", port)
+	case host == "127.0.0.1" || host == "localhost":
+	default:
+		// Tests never leave loopback (Chromium's own background requests end here).
+		return nil, errors.New("test upstream: only *.test and loopback are reachable")
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, addr)
