@@ -398,21 +398,25 @@ func (c *proxyConn) fillHeader(m *Message, h *header, in *interner) {
 // through the interceptors; anything but Forward from any of them refuses
 // the outer command. It returns the refusal message or "".
 func (c *proxyConn) nested(outer *Message, params []byte) string {
-	var p struct {
-		Message   *string `json:"message"`
-		SessionID string  `json:"sessionId"`
-		TargetID  string  `json:"targetId"`
-	}
-	if len(params) == 0 || json.Unmarshal(params, &p) != nil || p.Message == nil {
+	msg, esc := strField(params, "message")
+	if msg == nil {
 		return "cdpvault: Target.sendMessageToTarget needs a string 'message'"
 	}
-	raw := []byte(*p.Message)
-	p.Message = nil
+	raw := append(make([]byte, 0, len(msg)), msg...)
+	if esc {
+		wipe(raw)
+		var err error
+		if raw, err = unescape(make([]byte, 0, len(msg)), msg); err != nil {
+			wipe(raw)
+			return "cdpvault: Target.sendMessageToTarget needs a string 'message'"
+		}
+	}
 	defer wipe(raw)
-	sid := p.SessionID
+	sid := idField(params, "sessionId")
 	if sid == "" {
+		tid := idField(params, "targetId")
 		var ok bool
-		if sid, ok = c.tr.sessionForTarget(p.TargetID); !ok || p.TargetID == "" {
+		if sid, ok = c.tr.sessionForTarget(tid); !ok || tid == "" {
 			return "cdpvault: Target.sendMessageToTarget to an unknown session or target"
 		}
 	}

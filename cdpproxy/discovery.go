@@ -83,13 +83,36 @@ func (p *Proxy) serveDiscovery(w http.ResponseWriter, r *http.Request, s *Sessio
 		}
 		body = nb
 	}
+	writeBody(w, r, status, ctype, body)
+	wipe(body)
+}
+
+// writeBody sends a discovery response. On HTTP/1.x it hijacks the
+// connection and writes status, headers and body itself (then closes), so
+// that no net/http buffer keeps a copy of a body that may hold page titles
+// and URLs; otherwise it falls back to the ResponseWriter.
+func writeBody(w http.ResponseWriter, r *http.Request, status int, ctype string, body []byte) {
+	if r.ProtoMajor == 1 {
+		if conn, brw, err := http.NewResponseController(w).Hijack(); err == nil {
+			defer conn.Close()
+			_ = brw
+			head := "HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n"
+			if ctype != "" {
+				head += "Content-Type: " + ctype + "\r\n"
+			}
+			head += "Content-Length: " + strconv.Itoa(len(body)) + "\r\nConnection: close\r\n\r\n"
+			bufs := net.Buffers{[]byte(head), body}
+			conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
+			bufs.WriteTo(conn)
+			return
+		}
+	}
 	if ctype != "" {
 		w.Header().Set("Content-Type", ctype)
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
 	w.Write(body)
-	wipe(body)
 }
 
 var errUpstreamResponse = errors.New("malformed HTTP response from the browser")
