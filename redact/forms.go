@@ -357,6 +357,15 @@ func b64Edges(align, n int) (left, right bool) {
 // chain is a form's recipe: encoding steps applied in order (xNone ends it).
 type chain [4]xform
 
+// len is the number of steps.
+func (c chain) len() int {
+	n := 0
+	for n < len(c) && c[n] != xNone {
+		n++
+	}
+	return n
+}
+
 var (
 	jsonText = []xform{xJSONChrome, xJSONChromeUpper, xJSONJS, xJSONGoHTML, xJSONGoHTMLUpper, xJSONAll, xJSONAllUpper}
 	urlText  = []xform{xURLForm, xURLFormLower, xURLQuery, xURLQueryLower, xURLComponent, xURLComponentLower,
@@ -398,32 +407,6 @@ var textChains = func() []chain {
 		cs = append(cs, chain{h, xJSONGoHTML})
 	}
 	cs = append(cs, chain{xJSONGoHTML, xJSONGoHTML}, chain{xJSONJS, xJSONJS}, chain{xJSONAll, xJSONAll})
-	return cs
-}()
-
-// wireChains returns every text chain as it may appear on the DevTools wire:
-// as is (decoded fields, discovery JSON), JSON-escaped once by Chrome, and
-// twice (a nested legacy message, or a value the page JSON.stringify'ed
-// that Chrome escapes again).
-var wireChains = func() []chain {
-	var cs []chain
-	for _, c := range textChains {
-		n := 0
-		for n < len(c) && c[n] != xNone {
-			n++
-		}
-		cs = append(cs, c)
-		if n+1 <= len(c) {
-			c1 := c
-			c1[n] = xJSONChrome
-			cs = append(cs, c1)
-			if n+2 <= len(c) {
-				c2 := c1
-				c2[n+1] = xJSONChrome
-				cs = append(cs, c2)
-			}
-		}
-	}
 	return cs
 }()
 

@@ -263,33 +263,52 @@ func (b *Builder) Build() (*Index, error) {
 
 	// Pass 1: generate every form, keep the distinct ones.
 	seed1, seed2 := maphash.MakeSeed(), maphash.MakeSeed()
-	seen := make(map[[2]uint64]struct{}, len(subs)*40)
-	var forms []pending
+	seen := make(map[[2]uint64]struct{}, len(subs)*64)
+	forms := make([]pending, 0, len(subs)*64)
 	total := 0
 	minLen, maxLen := int(^uint(0)>>1), 0
-	add := func(si int, c chain, flags uint8) error {
-		f, err := g.gen(vals[subs[si].off:subs[si].off+subs[si].n], c)
-		if err != nil {
-			return err
-		}
+	keep := func(si int, c chain, flags uint8, f []byte) {
 		if len(f) < MinFormLen {
-			return nil
+			return
 		}
 		key := [2]uint64{maphash.Bytes(seed1, f), maphash.Bytes(seed2, f)}
 		if _, dup := seen[key]; dup {
-			return nil
+			return
 		}
 		seen[key] = struct{}{}
 		forms = append(forms, pending{sub: si, c: c, n: len(f), flags: flags})
 		total += len(f)
 		minLen = min(minLen, len(f))
 		maxLen = max(maxLen, len(f))
+	}
+	add := func(si int, c chain, flags uint8) error {
+		f, _, err := g.gen(vals[subs[si].off:subs[si].off+subs[si].n], c)
+		if err != nil {
+			return err
+		}
+		keep(si, c, flags, f)
 		return nil
 	}
 	for si, s := range subs {
-		for _, c := range wireChains {
-			if err := add(si, c, 0); err != nil {
+		src := vals[s.off : s.off+s.n]
+		// each text form, then Chrome's escaping of it once and twice,
+		// each step applied to the previous output
+		for _, c := range textChains {
+			f, reg, err := g.gen(src, c)
+			if err != nil {
 				return nil, err
+			}
+			keep(si, c, 0, f)
+			n := c.len()
+			for layer := 0; layer < 2 && n+layer < len(c); layer++ {
+				if xJSONChrome.identity(f) {
+					break
+				}
+				c[n+layer] = xJSONChrome
+				if f, reg, err = g.extend(src, f, reg, c); err != nil {
+					return nil, err
+				}
+				keep(si, c, 0, f)
 			}
 		}
 		if !s.whole {
@@ -337,7 +356,7 @@ func (b *Builder) Build() (*Index, error) {
 	off := keyBytes
 	for i, p := range forms {
 		sv := subs[p.sub]
-		f, err := g.gen(vals[sv.off:sv.off+sv.n], p.c)
+		f, _, err := g.gen(vals[sv.off:sv.off+sv.n], p.c)
 		if err != nil || len(f) != p.n {
 			ix.Destroy()
 			return nil, errors.New("redact: form generation is not deterministic")
@@ -422,8 +441,10 @@ func (tb *table) build(xs []uint64, fos []uint32, k3 uint64) {
 func (ix *Index) buildTables(mem []byte) {
 	k0, k1, k2, k3 := ix.keys(mem)
 	ix.step = min(ix.minLen-winK+1, maxStep)
-	var xl, xs []uint64
-	var fl, fs []uint32
+	n := len(ix.forms) * ix.step
+	xl, fl := make([]uint64, 0, n), make([]uint32, 0, n)
+	var xs []uint64
+	var fs []uint32
 	for fi, f := range ix.forms {
 		form := mem[f.off : f.off+f.n]
 		for o := 0; o < ix.step; o++ {
@@ -467,9 +488,9 @@ func (g *generator) destroy() {
 	}
 }
 
-// gen applies chain c to src; the result lives in the scratch buffer (or
-// is src itself) until the next call.
-func (g *generator) gen(src []byte, c chain) ([]byte, error) {
+// gen applies chain c to src; the result lives in scratch region reg (or
+// is src itself, reg -1) until the next call.
+func (g *generator) gen(src []byte, c chain) (out []byte, reg int, err error) {
 	for {
 		mem := g.buf.Bytes()
 		regions := [2][]byte{mem[:g.half], mem[g.half:]}
@@ -492,16 +513,40 @@ func (g *generator) gen(src []byte, c chain) ([]byte, error) {
 			if !w.ok() {
 				overflow = true
 				if err := g.grow(max(w.n, 2*g.half)); err != nil {
-					return nil, err
+					return nil, -1, err
 				}
 				break
 			}
 			in, inRegion = w.bytes(), r
 		}
 		if !overflow {
-			return in, nil
+			return in, inRegion, nil
 		}
 	}
+}
+
+// extend applies the last step of c to prev, the output of c without that
+// step, found in region reg. When the scratch is too small it grows and c
+// is generated from src again.
+func (g *generator) extend(src, prev []byte, reg int, c chain) ([]byte, int, error) {
+	x := c[c.len()-1]
+	if x.identity(prev) {
+		return prev, reg, nil
+	}
+	r := 0
+	if reg == 0 {
+		r = 1
+	}
+	mem := g.buf.Bytes()
+	w := wbuf{b: mem[r*g.half : (r+1)*g.half]}
+	x.apply(&w, prev)
+	if !w.ok() {
+		if err := g.grow(max(w.n, 2*g.half)); err != nil {
+			return nil, -1, err
+		}
+		return g.gen(src, c)
+	}
+	return w.bytes(), r, nil
 }
 
 // Len is the number of secret values in the index.
