@@ -303,4 +303,3 @@ func TestNoPlaintextLeftInProcessMemory(t *testing.T) {
 		t.Fatalf("%d plaintext copies of the marker left in process memory, in mappings:\n%s", hits, strings.Join(where, "\n"))
 	}
 }
-
