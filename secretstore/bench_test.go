@@ -17,6 +17,7 @@ import (
 // get of a hot secret >= 50,000/s, an encrypting set >= 2,000/s.
 //
 //   - BenchmarkReveal: Tenant.Reveal, a fresh LockedBuffer per call (the interface's Reveal).
+//   - BenchmarkRevealParallel: the same from GOMAXPROCS goroutines (mmap/mprotect contend).
 //   - BenchmarkRevealFunc: Tenant.RevealFunc, decrypting into a pooled LockedBuffer (hot path).
 //   - BenchmarkRevealFuncParallel: the same from GOMAXPROCS goroutines.
 //   - BenchmarkPutSecret: Tenant.PutSecret replacing one of 64 secrets (new version each time).
@@ -56,6 +57,24 @@ func BenchmarkReveal(b *testing.B) {
 		}
 		buf.Destroy()
 	}
+	opsPerSec(b)
+}
+
+func BenchmarkRevealParallel(b *testing.B) {
+	_, tn := benchStore(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			buf, _, err := tn.Reveal(ctx, "s07")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			buf.Destroy()
+		}
+	})
 	opsPerSec(b)
 }
 
