@@ -1,6 +1,7 @@
 package scrub
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 )
@@ -53,19 +54,28 @@ func (w *walker) expect(c byte) error {
 	return nil
 }
 
-// str moves past the string starting at w.i.
+// str moves past the string starting at w.i: it jumps from quote to quote
+// and stops at one not escaped by an odd run of backslashes.
 func (w *walker) str() error {
 	if w.i >= len(w.b) || w.b[w.i] != '"' {
 		return fmt.Errorf("%w: want string at %d", errJSON, w.i)
 	}
-	for w.i++; w.i < len(w.b); w.i++ {
-		switch w.b[w.i] {
-		case '\\':
-			w.i++
-		case '"':
-			w.i++
+	start := w.i + 1
+	for p := start; p < len(w.b); {
+		j := bytes.IndexByte(w.b[p:], '"')
+		if j < 0 {
+			break
+		}
+		q := p + j
+		bs := 0
+		for k := q - 1; k >= start && w.b[k] == '\\'; k-- {
+			bs++
+		}
+		if bs%2 == 0 {
+			w.i = q + 1
 			return nil
 		}
+		p = q + 1
 	}
 	return fmt.Errorf("%w: unterminated string", errJSON)
 }

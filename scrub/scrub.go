@@ -182,22 +182,33 @@ func (in *interceptor) scrub(ix *redact.Index, m *cdpproxy.Message) ([]byte, int
 }
 
 // needsFields tells cheaply whether a message may hold a base64 field to
-// decode (Chrome writes compact JSON; a nested message escapes the quotes).
+// decode. Chrome writes compact JSON and puts base64Encoded after the body,
+// so the flag is looked for from the end.
 func needsFields(raw []byte, m *cdpproxy.Message) bool {
-	switch m.Method {
-	case "Page.screencastFrame":
+	if m.HasID && m.Method == "" {
+		switch m.ReplyTo {
+		case "", "Network.getResponseBody", "Fetch.getResponseBody", "Network.getRequestPostData",
+			"IO.read", "Network.getResponseBodyForInterception":
+			return flagTrue(raw, []byte(`"base64Encoded":`))
+		}
 		return false
+	}
+	switch m.Method {
 	case "Network.webSocketFrameReceived", "Network.webSocketFrameSent":
 		return bytes.Contains(raw, []byte(`"opcode":2`))
+	case "Network.requestWillBeSent", "Fetch.requestPaused", "Network.requestIntercepted":
+		return bytes.Contains(raw, []byte(`postDataEntries`))
 	case "Target.receivedMessageFromTarget":
 		return bytes.Contains(raw, []byte(`base64Encoded`)) || bytes.Contains(raw, []byte(`postDataEntries`)) ||
 			bytes.Contains(raw, []byte(`opcode`))
 	}
-	switch m.ReplyTo {
-	case "Page.captureScreenshot", "Page.printToPDF":
-		return false
-	}
-	return bytes.Contains(raw, []byte(`"base64Encoded":true`)) || bytes.Contains(raw, []byte(`"postDataEntries"`))
+	return false
+}
+
+// flagTrue reports whether the last occurrence of key is followed by true.
+func flagTrue(raw, key []byte) bool {
+	i := bytes.LastIndex(raw, key)
+	return i >= 0 && bytes.HasPrefix(raw[i+len(key):], []byte("true"))
 }
 
 type field struct {
@@ -314,7 +325,7 @@ func scrubBase64(ix *redact.Index, q []byte) ([]byte, int, error) {
 		text = t
 	}
 	enc := base64.StdEncoding
-	if bytes.ContainsAny(text, "-_") {
+	if bytes.IndexByte(text, '-') >= 0 || bytes.IndexByte(text, '_') >= 0 {
 		enc = base64.URLEncoding
 	}
 	if len(text)%4 != 0 {
