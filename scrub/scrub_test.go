@@ -383,3 +383,32 @@ func TestJSONWalkAndQuote(t *testing.T) {
 		t.Errorf("unquote escapes: %q %v", u, err)
 	}
 }
+
+func TestHolder(t *testing.T) {
+	ix1, err := redact.Build([]redact.Secret{{Name: "old", Value: []byte("0ldSecretValue")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHolder(ix1)
+	ic := New(h, Options{Logger: quiet})
+	v := run(t, ic, event("Page.x", `{"method":"Page.x","params":{"a":"0ldSecretValue"}}`))
+	if !bytes.Contains(v.Data, []byte("<<secret:old>>")) {
+		t.Fatalf("%s", v.Data)
+	}
+	ix2, err := redact.Build([]redact.Secret{{Name: "new", Value: []byte("n3wSecretValue")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Set(ix2)
+	if _, _, err := ix1.Scrub(nil, nil); !errors.Is(err, redact.ErrDestroyed) {
+		t.Errorf("old index not destroyed: %v", err)
+	}
+	v = run(t, ic, event("Page.x", `{"method":"Page.x","params":{"a":"n3wSecretValue"}}`))
+	if !bytes.Contains(v.Data, []byte("<<secret:new>>")) {
+		t.Fatalf("%s", v.Data)
+	}
+	h.Close()
+	if v := run(t, ic, event("Page.x", `{"method":"Page.x","params":{}}`)); v.Kind != cdpproxy.Drop {
+		t.Errorf("after Close: %v", v.Kind)
+	}
+}
