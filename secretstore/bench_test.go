@@ -23,7 +23,7 @@ import (
 //   - BenchmarkPutSecret: Tenant.PutSecret replacing one of 64 secrets (new version each time).
 //   - BenchmarkBaselineSelect: the same row read with a plain prepared SQL select, no crypto.
 //   - BenchmarkBaselineUpsert: a plain SQL upsert of a same-size blob in a BEGIN IMMEDIATE
-//     transaction on the same connection settings (WAL, synchronous=FULL), no crypto.
+//     transaction on the same connections (WAL, synchronous=NORMAL like PutSecret), no crypto.
 //   - BenchmarkBaselineLockedBuffer: memguard.NewBuffer + Destroy alone, the floor under Reveal.
 
 const benchValue = "correct-horse-battery-staple-0123456789"

@@ -53,8 +53,18 @@
 //
 // Several processes (the daemon and CLI invocations) may use the file at once: WAL mode,
 // busy_timeout, BEGIN IMMEDIATE for every write transaction, writes serialised in-process,
-// and whole-transaction retries with backoff on SQLITE_BUSY. synchronous=FULL: an
-// acknowledged write survives a process crash and a power loss.
+// and whole-transaction retries with backoff on SQLITE_BUSY.
+//
+// # Durability
+//
+// Every acknowledged write survives a crash of the process (tested with SIGKILL). Writes that
+// matter for security (tenant create/delete, token create/revoke, secret delete, master key
+// rotate/retire, migrations) commit with synchronous=FULL, so they and every earlier commit
+// also survive a power loss. Routine writes (PutSecret, AppendAudit, token last-use) commit
+// with synchronous=NORMAL, SQLite's recommended WAL setting: the file stays consistent after
+// a power loss, but the most recent such commits may be lost until the next FULL commit or
+// checkpoint (Close checkpoints, so a CLI `secret set` is on disk when the command exits).
+// The fsync per PutSecret would otherwise bound sets to the disk's fsync rate.
 //
 // # Memory
 //

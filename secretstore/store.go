@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/cipher"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -183,7 +184,7 @@ func dsn(path string) string {
 	q := []string{
 		"_pragma=" + url.QueryEscape("busy_timeout("+strconv.Itoa(int(busyTimeout/time.Millisecond))+")"),
 		"_pragma=" + url.QueryEscape("journal_mode(WAL)"),
-		"_pragma=" + url.QueryEscape("synchronous(FULL)"),
+		"_pragma=" + url.QueryEscape("synchronous(NORMAL)"), // durableTx raises it to FULL per transaction
 		"_pragma=" + url.QueryEscape("foreign_keys(1)"),
 		"_pragma=" + url.QueryEscape("secure_delete(1)"),
 		"_pragma=" + url.QueryEscape("temp_store(2)"),
@@ -261,7 +262,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	sort.Slice(migs, func(i, j int) bool { return migs[i].version < migs[j].version })
 	latest := migs[len(migs)-1].version
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.durableTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
 			return fmt.Errorf("schema_version: %w", err)
 		}
@@ -299,7 +300,7 @@ func (s *Store) adoptMasterKey(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.writeTx(ctx, func(tx *sql.Tx) error {
+	return s.durableTx(ctx, func(tx *sql.Tx) error {
 		err := tx.QueryRowContext(ctx, `SELECT version FROM master_keys WHERE fingerprint = ?`, fp).Scan(&s.masterVersion)
 		if err == nil {
 			return nil
@@ -324,8 +325,20 @@ func (s *Store) adoptMasterKey(ctx context.Context) error {
 
 // writeTx runs fn in a BEGIN IMMEDIATE transaction, one at a time in this process, retrying
 // the whole transaction when SQLite reports the database busy or locked (another process).
-// fn may run more than once and must not have effects outside tx.
+// fn may run more than once and must not have effects outside tx. The commit survives a
+// crash of the process; see durableTx for one that also survives a power loss.
 func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.write(ctx, false, fn)
+}
+
+// durableTx is writeTx with synchronous=FULL for this transaction: the WAL is fsynced before
+// the commit returns, which makes this and every earlier commit survive a power loss. Used
+// for operations whose loss would matter for security (revocations, deletions, key changes).
+func (s *Store) durableTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.write(ctx, true, fn)
+}
+
+func (s *Store) write(ctx context.Context, durable bool, fn func(tx *sql.Tx) error) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
@@ -337,7 +350,7 @@ func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	defer func() { <-s.wsem }()
 	backoff := time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := s.tryTx(ctx, fn)
+		err := s.tryTx(ctx, durable, fn)
 		if err == nil || !isBusy(err) || attempt >= maxWriteAttempts {
 			return err
 		}
@@ -356,9 +369,28 @@ func (s *Store) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 }
 
-func (s *Store) tryTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE via _txlock
-	if err != nil {
+func (s *Store) tryTx(ctx context.Context, durable bool, fn func(tx *sql.Tx) error) error {
+	var tx *sql.Tx
+	var err error
+	if durable {
+		conn, err := s.db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
+			return err
+		}
+		defer func() {
+			if _, err := conn.ExecContext(context.Background(), `PRAGMA synchronous = NORMAL`); err != nil {
+				conn.Raw(func(any) error { return driver.ErrBadConn }) // drop the connection rather than leave it slow
+			}
+		}()
+		tx, err = conn.BeginTx(ctx, nil) // BEGIN IMMEDIATE via _txlock
+		if err != nil {
+			return err
+		}
+	} else if tx, err = s.db.BeginTx(ctx, nil); err != nil {
 		return err
 	}
 	if err := fn(tx); err != nil {

@@ -3,6 +3,7 @@ package secretstore
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -44,6 +45,24 @@ func TestRoundTrip(t *testing.T) {
 	s.db.QueryRow(`PRAGMA foreign_keys`).Scan(&fk)
 	if mode != "wal" || sd != 1 || fk != 1 {
 		t.Fatalf("journal_mode=%s secure_delete=%d foreign_keys=%d", mode, sd, fk)
+	}
+
+	syncIn := func(durable bool) (level int) {
+		err := s.write(ctx, durable, func(tx *sql.Tx) error {
+			return tx.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&level)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return level
+	}
+	if syncIn(true) != 2 || syncIn(false) != 1 {
+		t.Fatal("durable transactions must run with synchronous=FULL, others with NORMAL")
+	}
+	for i := 0; i < 3; i++ { // the connection used for FULL went back to NORMAL
+		if syncIn(false) != 1 {
+			t.Fatal("a pooled connection kept synchronous=FULL")
+		}
 	}
 
 	tn := mustTenant(t, s, "acme")

@@ -216,7 +216,7 @@ func (t *Tenant) DeleteSecret(ctx context.Context, name string) (err error) {
 	if err := checkName("secret", name); err != nil {
 		return err
 	}
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	err = s.durableTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM secrets WHERE tenant_id = ? AND name = ?`, t.id, name)
 		if err != nil {
 			return err

@@ -25,7 +25,7 @@ func (s *Store) CreateTenant(ctx context.Context, name string) (err error) {
 	if err := checkName("tenant", name); err != nil {
 		return err
 	}
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	err = s.durableTx(ctx, func(tx *sql.Tx) error {
 		now := nowNano()
 		res, err := tx.ExecContext(ctx, `INSERT INTO tenants (name, created_at, revision, data_key_version) VALUES (?, ?, 0, 1)`, name, now)
 		if isConstraint(err) {
@@ -96,7 +96,7 @@ func (s *Store) DeleteTenant(ctx context.Context, name string) (err error) {
 		return err
 	}
 	var id int64
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	err = s.durableTx(ctx, func(tx *sql.Tx) error {
 		if err := tx.QueryRowContext(ctx, `SELECT id FROM tenants WHERE name = ?`, name).Scan(&id); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
 				return fmt.Errorf("tenant %q: %w", name, ErrNotFound)
@@ -173,7 +173,7 @@ func (s *Store) RotateMasterKey(ctx context.Context, newKey *memguard.Enclave) (
 		return 0, fmt.Errorf("rotate master key: %w", err)
 	}
 	var added, missing int
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	err = s.durableTx(ctx, func(tx *sql.Tx) error {
 		added, missing = 0, 0
 		err := tx.QueryRowContext(ctx, `SELECT version FROM master_keys WHERE fingerprint = ?`, fp).Scan(&version)
 		switch {
@@ -254,7 +254,7 @@ func (s *Store) RotateMasterKey(ctx context.Context, newKey *memguard.Enclave) (
 // fails to open the store (ErrWrongMasterKey).
 func (s *Store) RetireMasterKeys(ctx context.Context) (removed int, err error) {
 	defer s.track("retire_master_keys", time.Now(), &err)
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	err = s.durableTx(ctx, func(tx *sql.Tx) error {
 		var missing int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM tenants t WHERE NOT EXISTS (SELECT 1 FROM tenant_keys k
 			WHERE k.tenant_id = t.id AND k.key_version = t.data_key_version AND k.master_version = ?)`, s.masterVersion).Scan(&missing); err != nil {

@@ -74,7 +74,7 @@ func (s *Store) CreateToken(ctx context.Context, tenant, label string) (token st
 	token = tokenPrefix + id + "_" + base64.RawURLEncoding.EncodeToString(raw[8:])
 	sum := sha256.Sum256([]byte(token))
 	now := time.Now()
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	err = s.durableTx(ctx, func(tx *sql.Tx) error {
 		var tid int64
 		if err := tx.QueryRowContext(ctx, `SELECT id FROM tenants WHERE name = ?`, tenant).Scan(&tid); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
@@ -209,7 +209,7 @@ func (s *Store) RevokeToken(ctx context.Context, tenant, id string) (err error) 
 	if len(id) > 64 || !utf8.ValidString(id) {
 		return fmt.Errorf("token %q: %w", clip(id), ErrNotFound)
 	}
-	err = s.writeTx(ctx, func(tx *sql.Tx) error {
+	err = s.durableTx(ctx, func(tx *sql.Tx) error {
 		var tid int64
 		if err := tx.QueryRowContext(ctx, `SELECT id FROM tenants WHERE name = ?`, tenant).Scan(&tid); err != nil {
 			if errors.Is(err, sql.ErrNoRows) {
