@@ -26,8 +26,9 @@
 //     characters that depend on the value alone form the pattern; when it
 //     matches, an adjacent partial edge character (and '=' padding) is
 //     swallowed into the replacement so no bits of the value remain;
-//   - combinations that occur: JSON inside HTML, URLs inside HTML or JSON,
-//     JSON inside a query string;
+//   - combinations that occur: JSON inside HTML, HTML entities inside a
+//     JSON document written by Go (\u0026amp;), URLs inside HTML or JSON,
+//     JSON inside a query string, JSON encoded twice by the same encoder;
 //   - every text form above as it travels the wire: as is, JSON-escaped
 //     once by Chrome, and twice (a nested legacy
 //     Target.receivedMessageFromTarget message, or a value the page
@@ -52,7 +53,20 @@
 // "abababx") merge into one replacement named after the longest form, so
 // no fragment remains. A replacement is widened so that it never starts or
 // ends inside a JSON escape sequence at any nesting depth (a backslash
-// run, \uXXXX digits): valid JSON in, valid JSON out.
+// run, \uXXXX digits). When the text is a JSON document (it starts with
+// '{', '[' or '"', or is a valid JSON scalar), a span that crosses JSON
+// structure keeps the structure: the string segments it covers collapse
+// to the placeholder, and a number or literal it touches is replaced as a
+// whole by the placeholder as a string. Valid JSON in, valid JSON out (the
+// property FuzzScrub checks). Inside a nested JSON document held in a
+// string (a legacy Target message) only the escape rule applies, so a
+// secret spanning the inner document's structure or a number can leave the
+// inner document invalid; the scrub package decodes such messages where it
+// has to look inside them.
+//
+// The stream scrubber works on decoded bytes (response bodies, IO.read
+// data) and always writes the bare placeholder; a span never reaches back
+// into output already returned.
 //
 // # No plaintext in ordinary memory
 //
