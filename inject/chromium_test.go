@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -405,8 +406,8 @@ type site struct {
 const loginPage = `<!doctype html><meta charset=utf-8><title>login</title>
 <form id=f method=post action=/submit><input id=user name=user><input id=pass name=pass type=password><button>go</button></form>
 <script>
-window.__ev = {keydown: 0, keypress: 0, input: 0, keyup: 0, keys: ''};
-for (const t of ['keydown', 'keypress', 'input', 'keyup']) document.addEventListener(t, e => { window.__ev[t]++; if (t === 'keydown') window.__ev.keys += e.key; }, true);
+window.__ev = {keydown: 0, keypress: 0, input: 0, keyup: 0, untrusted: 0, keys: ''};
+for (const t of ['keydown', 'keypress', 'input', 'keyup']) document.addEventListener(t, e => { window.__ev[t]++; if (!e.isTrusted) window.__ev.untrusted++; if (t === 'keydown') window.__ev.keys += e.key; }, true);
 document.addEventListener('input', e => navigator.sendBeacon('/beacon', e.target.value), true);
 if (location.search.includes('autofocus')) document.getElementById('pass').focus();
 if (location.search.includes('spoof')) {
@@ -502,8 +503,12 @@ func newBrowserEnv(t testing.TB, secrets map[string]fakeSecret, granted []string
 func newBrowserEnvOpts(t testing.TB, secrets map[string]fakeSecret, granted []string, autoAttach bool) *browserEnv {
 	s := newSite(t)
 	e := &browserEnv{t: t, site: s, vault: &fakeVault{secrets: secrets}, audit: &memAudit{}}
+	logger := newTestLogger(testWriter{t})
+	if _, bench := t.(*testing.B); bench {
+		logger = newTestLogger(io.Discard)
+	}
 	in := New(Options{Vault: e.vault, Granted: granted, Audit: e.audit, Metrics: NewMetrics(nil), IdleFlush: 5 * time.Second,
-		Logger: newTestLogger(testWriter{t})})
+		Logger: logger})
 	e.conn = dialCDP(t, launchChromium(t), in)
 	e.ev = e.conn.subscribe()
 	e.cl = &cdpClient{c: e.conn}
@@ -624,10 +629,20 @@ func TestChromiumLoginReceivesExactValue(t *testing.T) {
 			t.Fatalf("%s: typing user: %v", style, err)
 		}
 		e.cl.eval(e.sid, `document.getElementById('pass').focus()`)
+		before := e.cl.eval(e.sid, `JSON.stringify(window.__ev)`)
 		if err := e.typeText(style, "<<secret:pw>>"); err != nil {
 			t.Fatalf("%s: typing placeholder: %v", style, err)
 		}
 		ev := e.cl.eval(e.sid, `JSON.stringify(window.__ev)`)
+		var b0, b1 struct{ Keydown, Input, Untrusted int }
+		var s0, s1 string
+		_ = json.Unmarshal(before, &s0)
+		_ = json.Unmarshal(ev, &s1)
+		_ = json.Unmarshal([]byte(s0), &b0)
+		_ = json.Unmarshal([]byte(s1), &b1)
+		if b1.Input-b0.Input < 1 || b1.Untrusted != 0 {
+			t.Errorf("%s: typing the value fired %d input events (%d untrusted events in all)", style, b1.Input-b0.Input, b1.Untrusted)
+		}
 		e.cl.eval(e.sid, `document.getElementById('f').submit()`)
 		select {
 		case got := <-e.site.subs:
@@ -760,15 +775,24 @@ func TestChromiumCrossOriginIframeRefusedByItsOrigin(t *testing.T) {
 	e.vault.secrets["framepw"] = fakeSecret{value: "frame-ok", origins: []string{e.site.origin("evil.test")}}
 	e.navigate(e.site.url("acme.test", "/framed?src="+url.QueryEscape(e.site.url("evil.test", "/login"))))
 	child := e.childSession()
-	// Focus the iframe's field the way a user (and Playwright click) does.
-	var box []float64
-	_ = json.Unmarshal(e.cl.eval(e.sid, `(() => { const r = document.getElementById('fr').getBoundingClientRect(); return [r.x, r.y]; })()`), &box)
-	var in []float64
-	_ = json.Unmarshal(e.cl.eval(child, `(() => { const r = document.getElementById('pass').getBoundingClientRect(); return [r.x + 5, r.y + 5]; })()`), &in)
-	for _, typ := range []string{"mousePressed", "mouseReleased"} {
-		e.cl.must(e.sid, "Input.dispatchMouseEvent", map[string]any{"type": typ, "x": box[0] + in[0] + 2, "y": box[1] + in[1] + 2, "button": "left", "clickCount": 1})
+	// Focus the iframe's field the way a user (and Playwright click) does;
+	// the browser is an external process: click again until it took.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var box, in []float64
+		_ = json.Unmarshal(e.cl.eval(e.sid, `(() => { const r = document.getElementById('fr').getBoundingClientRect(); return [r.x, r.y]; })()`), &box)
+		_ = json.Unmarshal(e.cl.eval(child, `(() => { const r = document.getElementById('pass').getBoundingClientRect(); return [r.x + 5, r.y + 5]; })()`), &in)
+		for _, typ := range []string{"mousePressed", "mouseReleased"} {
+			e.cl.must(e.sid, "Input.dispatchMouseEvent", map[string]any{"type": typ, "x": box[0] + in[0] + 2, "y": box[1] + in[1] + 2, "button": "left", "clickCount": 1})
+		}
+		if string(e.cl.evalNoFail(child, `document.hasFocus() && document.activeElement.id === 'pass'`)) == "true" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("could not focus the iframe's field")
+		}
+		time.Sleep(50 * time.Millisecond) // polling the browser with a deadline
 	}
-	e.cl.waitEval(child, `document.hasFocus() && document.activeElement.id === 'pass'`)
 	want := fmt.Sprintf("cdpvault: origin %s is not allowed for secret pw", e.site.origin("evil.test"))
 	for _, style := range chromiumStyles {
 		err := e.typeText(style, "<<secret:pw>>")

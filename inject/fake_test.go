@@ -19,17 +19,20 @@ import (
 // interceptor's contract is the Conn interface; the real browser path is in
 // chromium_test.go.
 type fakeConn struct {
-	mu       sync.Mutex
-	sess     *cdpproxy.Session
-	targets  map[string]cdpproxy.TargetInfo
-	focus    map[string]focusResult // per CDP session: what focusJS would return
-	failCall map[string]error       // method -> error
-	log      []logEntry             // calls and forwarded messages, in order
-	rawSeen  [][]byte               // the params slices passed to Call, as passed
-	called   chan struct{}
-	clientW  [][]byte
-	worlds   int  // Page.createIsolatedWorld calls
-	stale    bool // the next marker check finds a foreign context
+	mu          sync.Mutex
+	sess        *cdpproxy.Session
+	targets     map[string]cdpproxy.TargetInfo
+	focus       map[string]focusResult // per CDP session: what focusJS would return
+	failCall    map[string]error       // method -> error
+	log         []logEntry             // calls and forwarded messages, in order
+	rawSeen     [][]byte               // the params slices passed to Call, as passed
+	called      chan struct{}
+	clientW     [][]byte
+	worlds      int          // Page.createIsolatedWorld calls
+	lostObject  bool         // the next callFunctionOn finds no object (document gone)
+	failWrite   error        // the write (execCommand) call fails
+	moved       *focusResult // focus as the write finds it, if it moved after the check
+	notEditable bool         // execCommand does not take the text
 }
 
 type logEntry struct {
@@ -87,13 +90,47 @@ func (f *fakeConn) Call(ctx context.Context, sid, method string, params any) (js
 	case "Page.getFrameTree":
 		return json.RawMessage(`{"frameTree":{"frame":{"id":"FRAME"}}}`), nil
 	case "Runtime.evaluate":
-		if f.stale && strings.Contains(string(b), "!== true") {
-			f.stale = false
-			return json.RawMessage(`{"result":{"type":"object","value":{"stale":true}}}`), nil
+		if _, ok := f.focus[sid]; !ok {
+			return nil, errors.New("no such session")
+		}
+		return json.RawMessage(`{"result":{"type":"object","objectId":"OBJ-` + sid + `"}}`), nil
+	case "Runtime.callFunctionOn":
+		if f.lostObject {
+			f.lostObject = false
+			return nil, errors.New("Could not find object with given id")
 		}
 		fr, ok := f.focus[sid]
 		if !ok {
 			return nil, errors.New("no such session")
+		}
+		var p struct {
+			FunctionDeclaration string
+			Arguments           []struct{ Value json.RawMessage }
+		}
+		if err := json.Unmarshal(b, &p); err != nil {
+			return nil, err
+		}
+		if strings.Contains(p.FunctionDeclaration, "execCommand") {
+			if f.failWrite != nil {
+				return nil, f.failWrite
+			}
+			if f.moved != nil { // focus moved between check and write
+				fr = *f.moved
+			}
+			var origins []string
+			var text string
+			_ = json.Unmarshal(p.Arguments[0].Value, &origins)
+			_ = json.Unmarshal(p.Arguments[1].Value, &text)
+			switch {
+			case fr.Remote:
+			case !originAllowed(origins, fr.Origin):
+				fr.Denied = true
+			case f.notEditable:
+			default:
+				fr.Inserted = true
+				tb, _ := json.Marshal(map[string]string{"text": text})
+				f.log = append(f.log, logEntry{sid: sid, method: methodInsertText, params: tb, byCall: true})
+			}
 		}
 		v, _ := json.Marshal(fr)
 		return json.RawMessage(`{"result":{"type":"object","value":` + string(v) + `}}`), nil

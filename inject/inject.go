@@ -140,7 +140,7 @@ func New(o Options) cdpproxy.Interceptor {
 		held:     map[string]*hold{},
 		swallow:  map[string]string{},
 		children: map[string]child{},
-		worlds:   map[string]int64{},
+		worlds:   map[string]string{},
 		baseCtx:  ctx,
 		cancel:   cancel,
 	}
@@ -163,7 +163,7 @@ type interceptor struct {
 	children map[string]child // attached iframe sessions
 
 	cacheMu sync.Mutex
-	worlds  map[string]int64 // session+frame -> context id of the check's world
+	worlds  map[string]string // session+frame -> remote object id of the check's world global
 
 	resMu    sync.Mutex
 	resKeys  []reservedKey // this interceptor's entries in the reserved registry

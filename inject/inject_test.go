@@ -422,7 +422,7 @@ func TestOriginCheckFailureFailsClosed(t *testing.T) {
 func TestWriteFailureIsAnErrorNotAValueLeak(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
-	h.c.failCall[methodInsertText] = errors.New("target closed")
+	h.c.failWrite = errors.New("target closed")
 	v := h.send("S", methodInsertText, `{"text":"<<secret:pw>>"}`)
 	if msg := errorMessage(v.Data); msg != "cdpvault: typing the secret into the page failed" {
 		t.Fatalf("got %q", msg)
@@ -528,9 +528,9 @@ func TestNoValueInLogsAuditOrErrors(t *testing.T) {
 	t.Parallel()
 	var logs bytes.Buffer
 	h := newHarness(t, func(o *Options) { o.Logger = newTestLogger(&logs) })
-	h.c.failCall[methodInsertText] = errors.New("boom")
+	h.c.failWrite = errors.New("boom")
 	h.send("S", methodInsertText, `{"text":"<<secret:pw>>"}`)
-	delete(h.c.failCall, methodInsertText)
+	h.c.failWrite = nil
 	h.send("S", methodInsertText, `{"text":"<<secret:pw>>"}`)
 	h.c.focus["S"] = focusResult{Origin: "https://evil.test"}
 	h.send("S", methodInsertText, `{"text":"<<secret:pw>>"}`)
@@ -562,7 +562,7 @@ func TestCheckWorldReusedAndRecreatedWhenForeign(t *testing.T) {
 	if h.c.worlds != 1 {
 		t.Fatalf("%d worlds created for 3 checks, want 1 (reuse)", h.c.worlds)
 	}
-	h.c.stale = true // the cached id now names a context without our marker
+	h.c.lostObject = true // the cached handle's document went away
 	if v := h.send("S", methodInsertText, `{"text":"<<secret:pw>>"}`); errorMessage(v.Data) != "" {
 		t.Fatal(string(v.Data))
 	}
@@ -571,5 +571,35 @@ func TestCheckWorldReusedAndRecreatedWhenForeign(t *testing.T) {
 	}
 	if got := h.c.typed("S"); got != strings.Repeat("hunter2", 4) {
 		t.Fatalf("page got %q", got)
+	}
+}
+
+func TestFocusMovedBetweenCheckAndWrite(t *testing.T) {
+	t.Parallel()
+	for _, moved := range []focusResult{{Origin: "https://evil.test", Focus: true}, {Origin: "https://acme.test", Remote: true}} {
+		h := newHarness(t, nil)
+		h.c.moved = &moved
+		v := h.send("S", methodInsertText, `{"text":"<<secret:pw>>"}`)
+		msg := errorMessage(v.Data)
+		if !strings.HasPrefix(msg, "cdpvault: origin") || h.c.typed("S") != "" {
+			t.Fatalf("moved focus %+v: %q, page %q", moved, msg, h.c.typed("S"))
+		}
+		if h.count(ResultRefusedOrigin) != 1 {
+			t.Fatal("not counted as an origin refusal")
+		}
+	}
+}
+
+func TestNotEditableFallsBackToInsertText(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	h.c.notEditable = true
+	v := h.send("S", methodInsertText, `{"text":"a<<secret:pw>>"}`)
+	if errorMessage(v.Data) != "" || h.c.typed("S") != "ahunter2" {
+		t.Fatalf("%s page %q", v.Data, h.c.typed("S"))
+	}
+	e := h.c.entries()
+	if len(e) != 1 || e[0].method != methodInsertText {
+		t.Fatalf("%+v", e)
 	}
 }

@@ -11,16 +11,17 @@ import (
 	"github.com/cdpvault/cdpvault/cdpproxy"
 )
 
-// focusJS runs in an isolated world (Page.createIsolatedWorld) of a frame,
-// so nothing the page does to getters in its own world (activeElement,
-// hasFocus, prototypes) is seen. It walks focus down through the
-// same-origin frames it can enter (iframes in open shadow roots through
-// activeElement, in closed ones through hasFocus of every child frame) and
-// reports the origin of the frame owning the focused element, or
-// remote=true when focus sits on a frame owner it cannot enter: a
-// cross-origin frame, in this process (then every frame of the target is
-// asked) or out of process (its own target, asked through its session).
-const focusWalk = `(() => {
+// focusWalk runs in an isolated world (Page.createIsolatedWorld) of a
+// frame, so nothing the page does to getters in its own world
+// (activeElement, hasFocus, prototypes) is seen. It walks focus down
+// through the same-origin frames it can enter (iframes in open shadow roots
+// through activeElement, in closed ones through hasFocus of every child
+// frame) and reports the frame owning the focused element, or remote=true
+// when focus sits on a frame owner it cannot enter: a cross-origin frame,
+// in this process (then every frame of the target is asked) or out of
+// process (its own target, asked through its session).
+const focusWalk = `function walk() {
+  'use strict';
   let w = window, depth = 0, remote = false;
   for (;;) {
     const d = w.document;
@@ -41,47 +42,59 @@ const focusWalk = `(() => {
       }
     }
     if (next && depth < 64) { w = next; depth++; continue; }
-    return {origin: w.location.origin, remote: remote, depth: depth, focus: document.hasFocus()};
+    return {win: w, origin: w.location.origin, remote: remote, depth: depth, focus: document.hasFocus()};
   }
-})()`
+}`
 
-// The check's world is reused while its document lives (creating it costs
-// ~0.5 ms per check here). A cached context id is only trusted when the
-// context carries worldMarker, a random name set by the init expression in
-// our world: a context id that went stale and now names another context
-// (ids restart in a new renderer process) lacks it, so the world is
-// created again.
-var worldMarker = worldPrefix + "_m"
-
+// checkFn reports where focus is. writeFn does the check again and, in the
+// same JavaScript task (so focus cannot move in between), types text into
+// the focused element with execCommand('insertText') when the focused
+// frame's origin is one of origins; that fires beforeinput and input like
+// Input.insertText. Both are strict functions: a stale handle can never
+// hand the arguments to page code through Function.caller/arguments.
 var (
-	focusJSCheck = fmt.Sprintf(`(globalThis[%q] !== true) ? {stale: true} : %s`, worldMarker, focusWalk)
-	focusJSInit  = fmt.Sprintf(`(Object.defineProperty(globalThis, %q, {value: true}), %s)`, worldMarker, focusWalk)
+	checkFn = `function() { 'use strict'; const walk = ` + focusWalk + `; const r = walk();
+  return {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus}; }`
+	writeFn = `function(origins, text) { 'use strict'; const walk = ` + focusWalk + `; const r = walk();
+  const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, inserted: false, denied: false};
+  if (r.remote) return out;
+  const o = r.origin;
+  if (origins.indexOf('*') < 0 && (o === 'null' || o === '' || origins.indexOf(o) < 0)) { out.denied = true; return out; }
+  out.inserted = r.win.document.execCommand('insertText', false, text) === true;
+  return out; }`
 )
 
 type focusResult struct {
-	Stale  bool   `json:"stale"`
-	Origin string `json:"origin"`
-	Remote bool   `json:"remote"`
-	Depth  int    `json:"depth"`
-	Focus  bool   `json:"focus"`
+	Origin   string `json:"origin"`
+	Remote   bool   `json:"remote"`
+	Depth    int    `json:"depth"`
+	Focus    bool   `json:"focus"`
+	Inserted bool   `json:"inserted"`
+	Denied   bool   `json:"denied"`
+}
+
+// focusLoc is the frame whose walk found the focused element: a CDP
+// session and a frame of its target ("" for the target's main frame).
+type focusLoc struct {
+	sid, frameID string
 }
 
 var errFocusUnverified = errors.New("focus is in a cross-origin frame that cannot be verified")
 
 // focusedOrigin returns the origin of the frame that owns the focused
-// element of the page behind CDP session sid, determined live. It fails
-// closed: any doubt is an error.
-func (in *interceptor) focusedOrigin(ctx context.Context, c cdpproxy.Conn, sid string) (string, error) {
+// element of the page behind CDP session sid, determined live, and where
+// the walk that found it ran. It fails closed: any doubt is an error.
+func (in *interceptor) focusedOrigin(ctx context.Context, c cdpproxy.Conn, sid string) (string, focusLoc, error) {
 	return in.focusedOriginDepth(ctx, c, sid, 0)
 }
 
-func (in *interceptor) focusedOriginDepth(ctx context.Context, c cdpproxy.Conn, sid string, level int) (string, error) {
+func (in *interceptor) focusedOriginDepth(ctx context.Context, c cdpproxy.Conn, sid string, level int) (string, focusLoc, error) {
 	if level > 8 {
-		return "", errFocusUnverified
+		return "", focusLoc{}, errFocusUnverified
 	}
 	res, err := in.evalFocus(ctx, c, sid, "")
 	if err != nil {
-		return "", err
+		return "", focusLoc{}, err
 	}
 	// Out-of-process iframes the client attached: the one whose document
 	// has focus holds the focused element (also catches frames hidden in
@@ -100,7 +113,7 @@ func (in *interceptor) focusedOriginDepth(ctx context.Context, c cdpproxy.Conn, 
 	case len(focused) == 1:
 		return in.focusedOriginDepth(ctx, c, focused[0], level+1)
 	case len(focused) > 1:
-		return "", errFocusUnverified
+		return "", focusLoc{}, errFocusUnverified
 	case res.Remote:
 		// Focus sits on a frame this world could not enter: a cross-origin
 		// frame in the same process. Ask every frame of the target.
@@ -109,10 +122,10 @@ func (in *interceptor) focusedOriginDepth(ctx context.Context, c cdpproxy.Conn, 
 	if res.Depth == 0 {
 		// Cross-check with what the proxy tracked of the target.
 		if ti, ok := c.Target(sid); ok && ti.Origin != "" && res.Origin != "" && ti.Origin != res.Origin {
-			return "", fmt.Errorf("page origin %s does not match the tracked target origin", res.Origin)
+			return "", focusLoc{}, fmt.Errorf("page origin %s does not match the tracked target origin", res.Origin)
 		}
 	}
-	return res.Origin, nil
+	return res.Origin, focusLoc{sid: sid}, nil
 }
 
 type frameNode struct {
@@ -126,20 +139,21 @@ type frameNode struct {
 // in-process subframe of the target (Page.getFrameTree) and returns the
 // origin of the deepest frame whose document has focus. Fails closed if
 // none has, or if focus goes on into a frame nobody can enter.
-func (in *interceptor) focusedSubframe(ctx context.Context, c cdpproxy.Conn, sid string) (string, error) {
+func (in *interceptor) focusedSubframe(ctx context.Context, c cdpproxy.Conn, sid string) (string, focusLoc, error) {
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	raw, err := c.Call(cctx, sid, "Page.getFrameTree", struct{}{})
 	if err != nil {
-		return "", fmt.Errorf("frame tree: %w", err)
+		return "", focusLoc{}, fmt.Errorf("frame tree: %w", err)
 	}
 	var ft struct {
 		FrameTree frameNode `json:"frameTree"`
 	}
 	if err := json.Unmarshal(raw, &ft); err != nil {
-		return "", errors.New("frame tree: undecodable")
+		return "", focusLoc{}, errors.New("frame tree: undecodable")
 	}
 	var best *focusResult
+	bestFrame := ""
 	bestDepth := -1
 	var walk func(n frameNode, depth int) error
 	walk = func(n frameNode, depth int) error {
@@ -152,7 +166,7 @@ func (in *interceptor) focusedSubframe(ctx context.Context, c cdpproxy.Conn, sid
 				return nil // focus is not in this subtree
 			}
 			if depth > bestDepth {
-				best, bestDepth = &r, depth
+				best, bestDepth, bestFrame = &r, depth, n.Frame.ID
 			}
 		}
 		if depth > 64 {
@@ -166,12 +180,12 @@ func (in *interceptor) focusedSubframe(ctx context.Context, c cdpproxy.Conn, sid
 		return nil
 	}
 	if err := walk(ft.FrameTree, 0); err != nil {
-		return "", err
+		return "", focusLoc{}, err
 	}
 	if best == nil || best.Remote {
-		return "", errFocusUnverified
+		return "", focusLoc{}, errFocusUnverified
 	}
-	return best.Origin, nil
+	return best.Origin, focusLoc{sid: sid, frameID: bestFrame}, nil
 }
 
 func (in *interceptor) childSessions(sid string) []string {
@@ -186,83 +200,123 @@ func (in *interceptor) childSessions(sid string) []string {
 	return out
 }
 
-// evalFocus runs the focus walk in the interceptor's isolated world of a
-// frame of the session's target: frameID, or the main frame when "".
+// evalFocus runs checkFn in the interceptor's isolated world of a frame of
+// the session's target: frameID, or the main frame when "".
 func (in *interceptor) evalFocus(ctx context.Context, c cdpproxy.Conn, sid, frameID string) (focusResult, error) {
+	return in.callInWorld(ctx, c, sid, frameID, func(objectID string) []byte {
+		b, _ := json.Marshal(map[string]any{"objectId": objectID, "functionDeclaration": checkFn,
+			"returnByValue": true, "silent": true})
+		return b
+	})
+}
+
+// callInWorld calls Runtime.callFunctionOn on the global object of the
+// check's isolated world in a frame, with params built by build (which the
+// caller's closure may fill with a value: the buffer is wiped after each
+// Call). The world's handle is a remote object id, which names one object
+// in one context of one renderer and can never resolve to another context
+// (unlike a context id, which a new renderer process reuses), so the
+// function runs in our world or not at all. The handle is cached while its
+// document lives (creating a world costs a round trip or two); a failure
+// with a cached handle retries once with a fresh world.
+func (in *interceptor) callInWorld(ctx context.Context, c cdpproxy.Conn, sid, frameID string, build func(objectID string) []byte) (focusResult, error) {
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	fromTarget := false
-	if frameID == "" {
-		if ti, ok := c.Target(sid); ok && (ti.Type == "page" || ti.Type == "iframe") {
-			frameID = ti.TargetID // a page's or iframe target's main frame id is its target id
-		} else {
-			in.childMu.Lock()
-			frameID = in.children[sid].targetID
-			in.childMu.Unlock()
-		}
-		fromTarget = frameID != ""
-	}
-	key := sid + "\x00" + frameID
-	in.cacheMu.Lock()
-	id, cached := in.worlds[key]
-	in.cacheMu.Unlock()
-	if cached && frameID != "" {
-		r, err := in.runFocus(cctx, c, sid, id, focusJSCheck)
-		if err == nil && !r.Stale {
-			return r, nil
-		}
-		in.cacheMu.Lock()
-		delete(in.worlds, key)
-		in.cacheMu.Unlock()
-	}
-	var err error
-	if frameID != "" {
-		id, err = in.createWorld(cctx, c, sid, frameID)
-	}
-	if frameID == "" || (err != nil && fromTarget) {
-		if frameID, err = mainFrameID(cctx, c, sid); err != nil {
+	for attempt := 0; attempt < 2; attempt++ {
+		objectID, cached, err := in.worldHandle(cctx, c, sid, frameID, attempt > 0)
+		if err != nil {
 			return focusResult{}, err
 		}
-		key = sid + "\x00" + frameID
-		id, err = in.createWorld(cctx, c, sid, frameID)
+		params := build(objectID)
+		raw, err := c.Call(cctx, sid, "Runtime.callFunctionOn", json.RawMessage(params))
+		wipe(params)
+		if err != nil {
+			in.forgetWorld(sid, frameID)
+			if cached && cctx.Err() == nil {
+				continue // the document went away: new world, once
+			}
+			return focusResult{}, fmt.Errorf("focus check: %w", err)
+		}
+		var out struct {
+			Result struct {
+				Value *focusResult `json:"value"`
+			} `json:"result"`
+			ExceptionDetails json.RawMessage `json:"exceptionDetails"`
+		}
+		if err := json.Unmarshal(raw, &out); err != nil || out.Result.Value == nil || len(out.ExceptionDetails) > 0 {
+			return focusResult{}, errors.New("focus check: no result")
+		}
+		return *out.Result.Value, nil
+	}
+	return focusResult{}, errors.New("focus check: no usable isolated world")
+}
+
+func worldKey(sid, frameID string) string { return sid + "\x00" + frameID }
+
+func (in *interceptor) forgetWorld(sid, frameID string) {
+	in.cacheMu.Lock()
+	delete(in.worlds, worldKey(sid, frameID))
+	in.cacheMu.Unlock()
+}
+
+// worldHandle returns the remote object id of the global object of the
+// interceptor's isolated world in the frame (cached unless fresh).
+func (in *interceptor) worldHandle(ctx context.Context, c cdpproxy.Conn, sid, frameID string, fresh bool) (string, bool, error) {
+	key := worldKey(sid, frameID)
+	if !fresh {
+		in.cacheMu.Lock()
+		h, ok := in.worlds[key]
+		in.cacheMu.Unlock()
+		if ok {
+			return h, true, nil
+		}
+	}
+	target := frameID
+	fromTarget := false
+	if target == "" {
+		if ti, ok := c.Target(sid); ok && (ti.Type == "page" || ti.Type == "iframe") {
+			target = ti.TargetID // a page's or iframe target's main frame id is its target id
+		} else {
+			in.childMu.Lock()
+			target = in.children[sid].targetID
+			in.childMu.Unlock()
+		}
+		fromTarget = target != ""
+	}
+	var ctxID int64
+	var err error
+	if target != "" {
+		ctxID, err = in.createWorld(ctx, c, sid, target)
+	}
+	if target == "" || (err != nil && fromTarget) {
+		if target, err = mainFrameID(ctx, c, sid); err != nil {
+			return "", false, err
+		}
+		ctxID, err = in.createWorld(ctx, c, sid, target)
 	}
 	if err != nil {
-		return focusResult{}, err
+		return "", false, err
 	}
-	r, err := in.runFocus(cctx, c, sid, id, focusJSInit)
-	if err != nil || r.Stale {
-		return focusResult{}, errors.New("focus check: isolated world unusable")
+	in.reserve(c, sid, ctxID)
+	raw, err := c.Call(ctx, sid, "Runtime.evaluate", map[string]any{"expression": "globalThis", "contextId": ctxID, "silent": true})
+	if err != nil {
+		return "", false, fmt.Errorf("isolated world: %w", err)
+	}
+	var out struct {
+		Result struct {
+			ObjectID string `json:"objectId"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || out.Result.ObjectID == "" {
+		return "", false, errors.New("isolated world: no handle")
 	}
 	in.cacheMu.Lock()
 	if len(in.worlds) > 256 {
 		clear(in.worlds)
 	}
-	in.worlds[key] = id
+	in.worlds[key] = out.Result.ObjectID
 	in.cacheMu.Unlock()
-	return r, nil
-}
-
-func (in *interceptor) runFocus(cctx context.Context, c cdpproxy.Conn, sid string, ctxID int64, expr string) (focusResult, error) {
-	in.reserve(c, sid, ctxID)
-	raw, err := c.Call(cctx, sid, "Runtime.evaluate", map[string]any{
-		"expression":    expr,
-		"contextId":     ctxID,
-		"returnByValue": true,
-		"silent":        true,
-	})
-	if err != nil {
-		return focusResult{}, fmt.Errorf("focus check: %w", err)
-	}
-	var out struct {
-		Result struct {
-			Value *focusResult `json:"value"`
-		} `json:"result"`
-		ExceptionDetails json.RawMessage `json:"exceptionDetails"`
-	}
-	if err := json.Unmarshal(raw, &out); err != nil || out.Result.Value == nil || len(out.ExceptionDetails) > 0 {
-		return focusResult{}, errors.New("focus check: no result")
-	}
-	return *out.Result.Value, nil
+	return out.Result.ObjectID, false, nil
 }
 
 func mainFrameID(ctx context.Context, c cdpproxy.Conn, sid string) (string, error) {

@@ -151,7 +151,7 @@ const startBytes = "<\\%&"
 // startBytes, using one vectorised bytes.IndexByte per byte value and
 // occurrence, so a message with none of them costs four fast scans.
 type startScanner struct {
-	raw  []byte
+	raw     []byte
 	nextPos [4]int // next position of each start byte, len(raw) when none
 }
 

@@ -17,7 +17,7 @@ import (
 // dispatchKeyEvent sink, so the page's key and input handlers fire as for
 // the client's own typing. Called with in.mu held.
 func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, u *input, text []byte, ms []match) cdpproxy.Verdict {
-	secrets, origin, refusal := in.authorize(ctx, c, m, ms)
+	secrets, origin, loc, refusal := in.authorize(ctx, c, m, ms)
 	defer func() {
 		for _, s := range secrets {
 			if s.Value != nil {
@@ -34,9 +34,21 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 	if u.keyMode {
 		err = in.typeKeys(cctx, c, m.SessionID, text, ms, secrets)
 	} else {
-		buf := buildText(`{"text":"`, text, ms, secrets, `"}`)
-		_, err = c.Call(cctx, m.SessionID, methodInsertText, json.RawMessage(buf))
-		wipe(buf)
+		var res focusResult
+		res, err = in.writeAt(cctx, c, loc, origin, text, ms, secrets)
+		switch {
+		case err != nil:
+		case res.Remote || res.Denied:
+			// Focus moved between the check and the write: nothing typed.
+			return in.refuseMoved(ctx, c, m, ms, secrets, res)
+		case !res.Inserted:
+			// The focused element does not take execCommand text (an
+			// editor listening to IME input only): type it through the
+			// browser's input pipeline, as the client asked.
+			buf := buildText(`{"text":"`, text, ms, secrets, `"}`)
+			_, err = c.Call(cctx, m.SessionID, methodInsertText, json.RawMessage(buf))
+			wipe(buf)
+		}
 	}
 	result, audit, reason := ResultInjected, AuditInjected, ""
 	if err != nil {
@@ -61,11 +73,47 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 	return reply(cdpproxy.EmptyResult(m))
 }
 
+// writeAt types text (placeholders replaced) into the focused element in
+// one renderer task that first re-checks that the focused frame's origin
+// is still the verified one (writeFn), so focus cannot move between the
+// check and the write.
+func (in *interceptor) writeAt(ctx context.Context, c cdpproxy.Conn, loc focusLoc, origin string, text []byte, ms []match, secrets map[string]Secret) (focusResult, error) {
+	allowed := []string{origin}
+	if origin == "" || origin == "null" {
+		allowed = []string{"*"} // only reachable when every secret allows "*"
+	}
+	ab, _ := json.Marshal(allowed)
+	fb, _ := json.Marshal(writeFn)
+	return in.callInWorld(ctx, c, loc.sid, loc.frameID, func(objectID string) []byte {
+		ob, _ := json.Marshal(objectID)
+		prefix := `{"objectId":` + string(ob) + `,"functionDeclaration":` + string(fb) + `,"arguments":[{"value":` + string(ab) + `},{"value":"`
+		return buildText(prefix, text, ms, secrets, `"}],"returnByValue":true,"silent":true}`)
+	})
+}
+
+// refuseMoved answers a write that found focus elsewhere than the check did.
+func (in *interceptor) refuseMoved(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match, secrets map[string]Secret, res focusResult) cdpproxy.Verdict {
+	msg := ""
+	for _, x := range ms {
+		if msg == "" {
+			if res.Remote {
+				msg = fmt.Sprintf("cdpvault: origin of the focused frame could not be verified for secret %s (%s)", x.name, errFocusUnverified.Error())
+			} else {
+				msg = fmt.Sprintf("cdpvault: origin %s is not allowed for secret %s", res.Origin, x.name)
+			}
+		}
+		in.record(ctx, c, Record{Secret: x.name, Version: secrets[x.name].Version, Origin: res.Origin, Sink: m.Method,
+			Result: AuditRefused, Reason: "origin: focus moved before the write"}, ResultRefusedOrigin)
+	}
+	return reply(cdpproxy.ErrorReply(m, msg))
+}
+
 // authorize resolves and checks every distinct name in ms; it stops at the
 // first refusal and returns the CDP error message for it. Every attempt is
 // recorded (audit and metric).
-func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match) (map[string]Secret, string, string) {
+func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match) (map[string]Secret, string, focusLoc, string) {
 	secrets := map[string]Secret{}
+	var loc focusLoc
 	origin, originErr, originDone := "", error(nil), false
 	for _, x := range ms {
 		name := x.name
@@ -76,41 +124,41 @@ func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdppro
 		if !in.granted[name] {
 			rec.Reason = "unlisted: not granted to the session"
 			in.record(ctx, c, rec, ResultRefusedUnlisted)
-			return secrets, origin, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
+			return secrets, origin, loc, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
 		}
 		if in.o.Vault == nil {
 			rec.Reason = "unknown: no vault"
 			in.record(ctx, c, rec, ResultRefusedUnknown)
-			return secrets, origin, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
+			return secrets, origin, loc, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
 		}
 		sec, err := in.o.Vault.Resolve(ctx, name)
 		if err != nil {
 			if errors.Is(err, ErrUnknownSecret) {
 				rec.Reason = "unknown: tenant has no such secret"
 				in.record(ctx, c, rec, ResultRefusedUnknown)
-				return secrets, origin, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
+				return secrets, origin, loc, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
 			}
 			rec.Reason = "error: resolve failed"
 			in.o.Logger.Warn("resolve secret", "secret", name, "error", err.Error())
 			in.record(ctx, c, rec, ResultError)
-			return secrets, origin, fmt.Sprintf("cdpvault: secret %s could not be resolved", name)
+			return secrets, origin, loc, fmt.Sprintf("cdpvault: secret %s could not be resolved", name)
 		}
 		secrets[name] = sec
 		rec.Version = sec.Version
 		if sec.Value == nil || !sec.Value.IsAlive() {
 			rec.Reason = "error: empty value"
 			in.record(ctx, c, rec, ResultError)
-			return secrets, origin, fmt.Sprintf("cdpvault: secret %s could not be resolved", name)
+			return secrets, origin, loc, fmt.Sprintf("cdpvault: secret %s could not be resolved", name)
 		}
 		if !originDone {
-			origin, originErr = in.focusedOrigin(ctx, c, m.SessionID)
+			origin, loc, originErr = in.focusedOrigin(ctx, c, m.SessionID)
 			originDone = true
 		}
 		rec.Origin = origin
 		if originErr != nil {
 			rec.Reason = "origin: " + originErr.Error()
 			in.record(ctx, c, rec, ResultRefusedOrigin)
-			return secrets, origin, fmt.Sprintf("cdpvault: origin of the focused frame could not be verified for secret %s (%s)", name, originErr.Error())
+			return secrets, origin, loc, fmt.Sprintf("cdpvault: origin of the focused frame could not be verified for secret %s (%s)", name, originErr.Error())
 		}
 		if !originAllowed(sec.Origins, origin) {
 			rec.Reason = "origin: not one of the secret's origins"
@@ -119,10 +167,10 @@ func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdppro
 			if shown == "" {
 				shown = "(opaque)"
 			}
-			return secrets, origin, fmt.Sprintf("cdpvault: origin %s is not allowed for secret %s", shown, name)
+			return secrets, origin, loc, fmt.Sprintf("cdpvault: origin %s is not allowed for secret %s", shown, name)
 		}
 	}
-	return secrets, origin, ""
+	return secrets, origin, loc, ""
 }
 
 // originAllowed: exact match with one of the secret's origins, or "*" when
@@ -250,7 +298,7 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	if len(ms) == 0 {
 		return forward
 	}
-	secrets, origin, refusal := in.authorize(ctx, c, m, ms)
+	secrets, origin, _, refusal := in.authorize(ctx, c, m, ms)
 	defer func() {
 		for _, s := range secrets {
 			if s.Value != nil {
