@@ -27,6 +27,8 @@ type Options struct {
 	Metrics *Metrics     // nil: not counted
 }
 
+const legacyEvent = "Target.receivedMessageFromTarget"
+
 // withheld is the message of the CDP error that replaces a response that
 // could not be scrubbed.
 const withheld = "cdpvault: response withheld: could not be scrubbed"
@@ -159,8 +161,19 @@ func (in *interceptor) scrub(ix *redact.Index, m *cdpproxy.Message) ([]byte, int
 	if in.isIORead(m) {
 		return in.scrubIORead(ix, m)
 	}
-	if needsFields(raw, m) {
-		out, n, err := scrubFields(ix, raw, m.Method == "Target.receivedMessageFromTarget")
+	fields := needsFields(raw, m)
+	if m.Method == legacyEvent && !fields {
+		// A nested message that holds a secret is decoded and scrubbed
+		// as a JSON document of its own, so that it stays valid JSON.
+		out, n, err := ix.Replace(raw)
+		if err != nil || n == 0 {
+			return nil, 0, err
+		}
+		clear(out)
+		fields = true
+	}
+	if fields {
+		out, n, err := scrubFields(ix, raw, m.Method == legacyEvent)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -350,19 +363,34 @@ func scrubBase64(ix *redact.Index, q []byte) ([]byte, int, error) {
 
 // scrubNested handles the message string of a legacy
 // Target.receivedMessageFromTarget event: the inner message's base64
-// fields are scrubbed like a top-level message's.
+// fields are scrubbed like a top-level message's, then the inner message
+// as a JSON document, and the result is quoted again.
 func scrubNested(ix *redact.Index, q []byte) ([]byte, int, error) {
 	inner, err := unquote(make([]byte, 0, len(q)), q)
 	defer clear(inner)
 	if err != nil {
 		return nil, 0, err
 	}
-	out, n, err := scrubFields(ix, inner, false)
-	defer clear(out)
-	if err != nil || n == 0 {
+	text := inner
+	out1, n1, err := scrubFields(ix, inner, false)
+	defer clear(out1)
+	if err != nil {
 		return nil, 0, err
 	}
-	return quote(make([]byte, 0, 2*len(out)+16), out), n, nil
+	if n1 > 0 {
+		text = out1
+	}
+	out2, n2, err := ix.Replace(text)
+	if err != nil {
+		return nil, 0, err
+	}
+	if n2 > 0 {
+		text = out2
+	}
+	if n1+n2 == 0 {
+		return nil, 0, nil
+	}
+	return quote(make([]byte, 0, 2*len(text)+16), text), n1 + n2, nil
 }
 
 func (in *interceptor) isIORead(m *cdpproxy.Message) bool {

@@ -412,3 +412,23 @@ func TestHolder(t *testing.T) {
 		t.Errorf("after Close: %v", v.Kind)
 	}
 }
+
+// TestNestedStaysValid: a numeric secret inside a nested message's number
+// and a value spanning the inner structure leave valid JSON at both levels.
+func TestNestedStaysValid(t *testing.T) {
+	ix, err := redact.Build([]redact.Secret{{Name: "pin", Value: []byte("12345678")}, {Name: "st", Value: []byte(`x","y":"zz`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Destroy()
+	ic := New(fixedSource{ix}, Options{Logger: quiet})
+	for _, inner := range []string{`{"id":1,"result":{"value":123456789}}`, `{"id":2,"result":{"a":"x","y":"zz"}}`} {
+		m := event(legacyEvent, mustJSON(map[string]any{"method": legacyEvent, "params": map[string]any{"sessionId": "S", "message": inner}}))
+		v := run(t, ic, m)
+		var outer struct{ Params struct{ Message string } }
+		if v.Kind != cdpproxy.Replace || json.Unmarshal(v.Data, &outer) != nil || !json.Valid([]byte(outer.Params.Message)) ||
+			!strings.Contains(outer.Params.Message, "<<secret:") {
+			t.Errorf("inner %s: %v %s", inner, v.Kind, v.Data)
+		}
+	}
+}
