@@ -490,3 +490,27 @@ func waitConns(b *testing.B, h *harness, want int) {
 		time.Sleep(5 * time.Millisecond) // polling proxy state
 	}
 }
+
+// BenchmarkFakeSmallRoundTripLatency: one small command at a time, direct
+// and through the proxy (in process), p50 of each.
+func BenchmarkFakeSmallRoundTripLatency(b *testing.B) {
+	_, _, du, pu := fastHarness(b)
+	direct, proxied := dialBench(b, du), dialBench(b, pu)
+	for i := range 200 {
+		direct.roundTrip(b, int64(i+1), "Browser.getVersion", "", "")
+		proxied.roundTrip(b, int64(i+1), "Browser.getVersion", "", "")
+	}
+	dd := make([]time.Duration, 0, b.N)
+	pd := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		direct.roundTrip(b, int64(1000+i), "Browser.getVersion", "", "")
+		t1 := time.Now()
+		proxied.roundTrip(b, int64(1000+i), "Browser.getVersion", "", "")
+		dd, pd = append(dd, t1.Sub(t0)), append(pd, time.Since(t1))
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(median(dd).Nanoseconds())/1e3, "direct-p50-us")
+	b.ReportMetric(float64(median(pd).Nanoseconds())/1e3, "proxy-p50-us")
+}

@@ -223,6 +223,23 @@ func (c *proxyConn) linger(conn net.Conn) {
 	conn.SetReadDeadline(time.Now().Add(closeGrace))
 }
 
+// validClose checks a close frame body: empty, or a code that may be sent
+// on the wire and a UTF-8 reason.
+func validClose(p []byte) bool {
+	if len(p) == 0 {
+		return true
+	}
+	if len(p) == 1 || !utf8.Valid(p[2:]) {
+		return false
+	}
+	code := int(p[0])<<8 | int(p[1])
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1011, code >= 3000 && code <= 4999:
+		return true
+	}
+	return false
+}
+
 func closeCode(payload []byte) (ws.StatusCode, string) {
 	if len(payload) < 2 {
 		return 0, ""
@@ -250,7 +267,12 @@ func (c *proxyConn) clientPump() {
 		case ws.OpClose:
 			// forward the client's close (code and reason) to the browser;
 			// the browser's answer comes back through browserPump.
-			c.bw.write(ws.OpClose, p)
+			if !validClose(p) {
+				c.cw.writeClose(ws.StatusProtocolError, "cdpvault: invalid close frame")
+				c.bw.writeClose(ws.StatusGoingAway, "")
+			} else {
+				c.bw.write(ws.OpClose, p)
+			}
 			wipe(p)
 			c.linger(c.upstream)
 			return

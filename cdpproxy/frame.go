@@ -296,6 +296,7 @@ type frameWriter struct {
 	err    error
 	hold   bool
 	out    []byte
+	small  [512]byte
 
 	sink    hdrSink
 	scratch [ws.MaxHeaderSize]byte
@@ -377,11 +378,20 @@ func (w *frameWriter) writeLocked(op ws.OpCode, p []byte, gather bool) error {
 	if w.mask {
 		ws.Cipher(p, h.Mask, 0)
 	}
-	w.iov[0] = w.sink.b[:w.sink.n]
-	w.iov[1] = p
-	w.bufs = w.iov[:]
-	_, err := w.bufs.WriteTo(w.conn)
-	w.iov[1] = nil
+	var err error
+	if len(p) <= len(w.small)-w.sink.n {
+		// small frame: one write() from a scratch buffer, wiped after
+		n := copy(w.small[:], w.sink.b[:w.sink.n])
+		n += copy(w.small[n:], p)
+		_, err = w.conn.Write(w.small[:n])
+		clear(w.small[:n])
+	} else {
+		w.iov[0] = w.sink.b[:w.sink.n]
+		w.iov[1] = p
+		w.bufs = w.iov[:]
+		_, err = w.bufs.WriteTo(w.conn)
+		w.iov[1] = nil
+	}
 	if op == ws.OpClose {
 		w.closed = true
 	}

@@ -46,6 +46,10 @@ type Proxy struct {
 	o   Options
 	log *slog.Logger
 
+	// base is cancelled by Shutdown: it aborts upstream dials in progress.
+	base       context.Context
+	cancelBase context.CancelFunc
+
 	mu       sync.Mutex
 	sessions map[string]*sessionEntry
 	closed   bool
@@ -69,10 +73,13 @@ func New(o Options) *Proxy {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	base, cancel := context.WithCancel(context.Background())
 	return &Proxy{
-		o:        o,
-		log:      log,
-		sessions: make(map[string]*sessionEntry),
+		o:          o,
+		log:        log,
+		base:       base,
+		cancelBase: cancel,
+		sessions:   make(map[string]*sessionEntry),
 	}
 }
 
@@ -126,6 +133,7 @@ func (p *Proxy) SessionConns(token string) int {
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	p.closed = true
+	p.cancelBase()
 	var conns []*proxyConn
 	for _, e := range p.sessions {
 		for c := range e.conns {
@@ -303,7 +311,11 @@ func (p *Proxy) serveWS(w http.ResponseWriter, r *http.Request, s *Session, toke
 			return (&net.Dialer{}).DialContext(ctx, network, addr)
 		},
 	}
-	up, ubr, _, err := d.Dial(r.Context(), wsScheme+"://"+addr+sub)
+	dctx, dcancel := context.WithCancel(r.Context())
+	stop := context.AfterFunc(p.base, dcancel)
+	up, ubr, _, err := d.Dial(dctx, wsScheme+"://"+addr+sub)
+	stop()
+	dcancel()
 	if err != nil {
 		tr.close()
 		p.log.Info("cdp upstream dial failed", "session", s.ID, "status", status, "err", err)
