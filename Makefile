@@ -17,10 +17,14 @@ chromium:
 	fi
 
 # npm clients used by the end-to-end tests (no browser download).
+NPM_DIRS := e2e examples
 npm-deps:
-	@cd e2e && if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/puppeteer-core ]; then \
-		PUPPETEER_SKIP_DOWNLOAD=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error; \
-	fi
+	@for d in $(NPM_DIRS); do \
+		if [ ! -f $$d/node_modules/.package-lock.json ] || [ $$d/package-lock.json -nt $$d/node_modules/.package-lock.json ]; then \
+			echo "npm ci in $$d"; \
+			(cd $$d && PUPPETEER_SKIP_DOWNLOAD=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error) || exit 1; \
+		fi; \
+	done
 
 deps: chromium npm-deps
 	$(GO) mod download
