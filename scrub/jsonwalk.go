@@ -155,7 +155,7 @@ func (w *walker) value(depth int) error {
 			w.i++
 		}
 		if w.i == s {
-			return fmt.Errorf("%w: unexpected %q at %d", errJSON, w.b[s], s)
+			return fmt.Errorf("%w: unexpected character at %d", errJSON, s)
 		}
 		w.cb(w.path, s, w.i)
 		return nil
