@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/mafredri/cdp/protocol/page"
 	"github.com/mafredri/cdp/protocol/runtime"
 	"github.com/mafredri/cdp/rpcc"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // testSite serves two small pages; reach it as http://acme.test:<port>/
@@ -390,4 +392,126 @@ func TestChromeGuardsAndLifecycle(t *testing.T) {
 	if code, _ := c3.readClose(t); code != ws.StatusGoingAway {
 		t.Fatalf("shutdown: close code %d", code)
 	}
+}
+
+// Puppeteer relies on Target.attachedToTarget arriving before the response
+// that created or attached the target; the proxy must keep Chrome's order and
+// know the new session by the time the response passes.
+func TestChromeAutoAttachOrderAsPuppeteer(t *testing.T) {
+	t.Parallel()
+	ch := sharedChrome(t)
+	site := testSite(t)
+	known := make(chan bool, 1)
+	var newSID atomic.Value
+	ic := func() Interceptor {
+		var lastSID string // per-connection interceptor state
+		return &funcInterceptor{ev: func(ctx context.Context, c Conn, m *Message) (Verdict, error) {
+			if m.Method == "Target.attachedToTarget" {
+				var e struct {
+					Params struct {
+						SessionID string `json:"sessionId"`
+					}
+				}
+				json.Unmarshal(m.Raw, &e)
+				lastSID = e.Params.SessionID
+			}
+			if m.ReplyTo == "Target.createTarget" {
+				ti, ok := c.Target(lastSID)
+				known <- ok && ti.Type == "page"
+			}
+			return Verdict{}, nil
+		}}
+	}
+	h := newHarness(t, ch.base, factory(ic), Options{})
+	c := dialWS(t, h.browserWS(t), nil)
+	c.call(t, 1, "Target.setDiscoverTargets", `{"discover":true}`, "")
+	c.call(t, 2, "Target.setAutoAttach", `{"autoAttach":true,"waitForDebuggerOnStart":true,"flatten":true}`, "")
+	c.send(fmt.Sprintf(`{"id":3,"method":"Target.createTarget","params":{"url":%q}}`, site+"/"))
+	var targetID string
+	attached := false
+	for {
+		var m struct {
+			ID     int
+			Method string
+			Params struct {
+				SessionID  string `json:"sessionId"`
+				TargetInfo struct {
+					TargetID string `json:"targetId"`
+					Type     string `json:"type"`
+				} `json:"targetInfo"`
+			}
+			Result struct {
+				TargetID string `json:"targetId"`
+			}
+		}
+		json.Unmarshal([]byte(c.readText(t)), &m)
+		if m.Method == "Target.attachedToTarget" && m.Params.TargetInfo.Type == "page" {
+			attached = true
+			targetID = m.Params.TargetInfo.TargetID
+			newSID.Store(m.Params.SessionID)
+		}
+		if m.ID == 3 {
+			if !attached || m.Result.TargetID != targetID {
+				t.Fatalf("createTarget response before its attachedToTarget (attached=%v)", attached)
+			}
+			break
+		}
+	}
+	if !<-known {
+		t.Fatal("the new session was not tracked when the createTarget response passed")
+	}
+	sid, _ := newSID.Load().(string)
+	c.call(t, 4, "Runtime.runIfWaitingForDebugger", "", sid)
+	c.call(t, 5, "Target.closeTarget", fmt.Sprintf(`{"targetId":%q}`, targetID), "")
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	fp := newFakePeer(t, nil)
+	h := newHarness(t, fp.srv.URL, nil, Options{Metrics: m})
+	h.addSession(fp.srv.URL, nil)
+	c := dialWS(t, h.browserWS(t), nil)
+	for i := 1; i <= 5; i++ {
+		c.call(t, i, "A.b", "", "")
+	}
+	waitFor(t, func() bool { return h.p.SessionConns(h.sess.Token) == 1 })
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, mm := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range mm.GetLabel() {
+				key += "{" + l.GetValue() + "}"
+			}
+			switch {
+			case mm.Counter != nil:
+				got[key] = mm.Counter.GetValue()
+			case mm.Gauge != nil:
+				got[key] = mm.Gauge.GetValue()
+			case mm.Histogram != nil:
+				got[key] = float64(mm.Histogram.GetSampleCount())
+			}
+		}
+	}
+	want := map[string]float64{
+		"cdpvault_cdp_messages_total{to_browser}":         5,
+		"cdpvault_cdp_messages_total{to_client}":          5,
+		"cdpvault_cdp_sessions_active":                    2,
+		"cdpvault_cdp_connections_active":                 1,
+		"cdpvault_cdp_proxy_overhead_seconds{to_browser}": 5,
+		"cdpvault_cdp_proxy_overhead_seconds{to_client}":  5,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+	var nilMetrics *Metrics
+	nilMetrics.message(true, time.Now())
+	nilMetrics.sessionDelta(1)
 }
