@@ -223,3 +223,15 @@ func BenchmarkRevision(b *testing.B) {
 	}
 	opsPerSec(b)
 }
+
+// BenchmarkCheckMemlock: the RLIMIT_MEMLOCK headroom check Reveal pays before each
+// LockedBuffer (getrlimit + /proc/self/status).
+func BenchmarkCheckMemlock(b *testing.B) {
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if err := checkMemlock(64); err != nil {
+			b.Fatal(err)
+		}
+	}
+	opsPerSec(b)
+}

@@ -71,7 +71,7 @@ func wrapAD(tenantID int64, keyVersion, masterVersion int) []byte {
 
 // withMasterKey opens the master key enclave for the duration of fn only.
 func withMasterKey(e *memguard.Enclave, fn func(kek cipher.AEAD) error) error {
-	b, err := e.Open()
+	b, err := openEnclave(e)
 	if err != nil {
 		return fmt.Errorf("open master key: %w", err)
 	}
@@ -97,7 +97,10 @@ func unwrapKey(kek cipher.AEAD, nonce, wrapped []byte, tenantID int64, keyVersio
 	if len(nonce) != nonceLen || len(wrapped) != dataKeyLen+tagLen {
 		return nil, fmt.Errorf("tenant key: malformed wrapped key: %w", ErrIntegrity)
 	}
-	buf := memguard.NewBuffer(dataKeyLen)
+	buf, err := newLocked(dataKeyLen)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := kek.Open(buf.Bytes()[:0], nonce, wrapped, wrapAD(tenantID, keyVersion, masterVersion)); err != nil {
 		buf.Destroy()
 		return nil, fmt.Errorf("tenant key: %w", ErrIntegrity)

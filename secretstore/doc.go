@@ -68,7 +68,17 @@
 //
 // # Memory
 //
-// Each LockedBuffer costs at least three pages of address space and one page of mlocked
-// memory; memguard panics when RLIMIT_MEMLOCK is exhausted, so callers must destroy Reveal's
-// buffers promptly and bound how many they hold at once. RevealFunc uses at most 4 buffers.
+// Each LockedBuffer costs three pages of address space and at least one page of mlocked
+// memory. memguard's answer to a failed mlock is to wipe every buffer and enclave key of the
+// process and panic, so the store checks the RLIMIT_MEMLOCK headroom (VmLck, CAP_IPC_LOCK;
+// cached briefly) before it allocates and fails that call with ErrMemlock instead. Callers
+// must still destroy Reveal's buffers promptly and bound how many they hold at once.
+// RevealFunc uses at most 4 buffers of one page each, kept until Close.
+//
+// # Performance
+//
+// A fresh LockedBuffer costs ~25-35 µs (mmap, mlock, two mprotects, a random canary; the
+// reverse on Destroy) and contends across cores, which caps Reveal at roughly 30,000/s on
+// two cores. RevealFunc decrypts into pooled LockedBuffers and runs at the speed of the SQL
+// read (well above 50,000/s); use it on hot paths that only need the value briefly.
 package secretstore

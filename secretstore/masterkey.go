@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/awnumar/memguard"
 )
@@ -33,7 +34,8 @@ func LoadMasterKey(path string, create bool) (*memguard.Enclave, error) {
 	if path == "" {
 		return nil, errors.New("master key file: no path given")
 	}
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO or device in place of the key file must not hang the open.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) && create {
 		return createMasterKey(path)
 	}
@@ -155,7 +157,7 @@ func createMasterKey(path string) (*memguard.Enclave, error) {
 // fingerprint computes HMAC-SHA256(key, "cdpvault master key id"), opening the enclave only
 // for the duration of the computation.
 func fingerprint(e *memguard.Enclave) ([]byte, error) {
-	b, err := e.Open()
+	b, err := openEnclave(e)
 	if err != nil {
 		return nil, fmt.Errorf("open master key: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -83,6 +84,13 @@ func TestLoadMasterKey(t *testing.T) {
 	}
 	if _, err := LoadMasterKey(filepath.Join(dir, "missing"), false); !os.IsNotExist(unwrapAll(err)) {
 		t.Errorf("missing without create: %v", err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadMasterKey(fifo, false); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("fifo: %v", err)
 	}
 	if _, err := LoadMasterKey(dir, false); err == nil {
 		t.Error("a directory was accepted as key file")

@@ -15,7 +15,10 @@ import (
 // buffer.
 func ReadValue(r io.Reader) (*memguard.LockedBuffer, error) {
 	const room = MaxValueLen + 3 // value, "\r\n", and one byte to detect overflow
-	tmp := memguard.NewBuffer(room)
+	tmp, err := newLocked(room)
+	if err != nil {
+		return nil, fmt.Errorf("read secret value: %w", err)
+	}
 	defer tmp.Destroy()
 	b := tmp.Bytes()
 	n := 0
@@ -44,5 +47,10 @@ func ReadValue(r io.Reader) (*memguard.LockedBuffer, error) {
 	case len(v) > MaxValueLen:
 		return nil, fmt.Errorf("%w: longer than %d bytes", ErrInvalidValue, MaxValueLen)
 	}
-	return memguard.NewBufferFromBytes(v), nil // wipes v
+	out, err := newLocked(len(v))
+	if err != nil {
+		return nil, fmt.Errorf("read secret value: %w", err)
+	}
+	out.Move(v) // copies and wipes v
+	return out, nil
 }

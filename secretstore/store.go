@@ -553,7 +553,12 @@ func (p *bufPool) get(ctx context.Context) (*memguard.LockedBuffer, error) {
 		p.free = p.free[:n-1]
 		return b, nil
 	}
-	return memguard.NewBuffer(MaxValueLen), nil
+	b, err := newLocked(MaxValueLen)
+	if err != nil {
+		<-p.sem
+		return nil, err
+	}
+	return b, nil
 }
 
 func (p *bufPool) put(b *memguard.LockedBuffer, used int) {

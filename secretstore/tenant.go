@@ -314,7 +314,10 @@ func (t *Tenant) open(ctx context.Context, r *sealed) (*memguard.LockedBuffer, e
 	if len(r.ct) <= tagLen || len(r.ct)-tagLen > MaxValueLen || len(r.nonce) != nonceLen {
 		return nil, t.integrityError(r.meta.Name)
 	}
-	buf := memguard.NewBuffer(len(r.ct) - tagLen)
+	buf, err := newLocked(len(r.ct) - tagLen)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := openInto(a, buf.Bytes(), r.nonce, r.ct, ad); err != nil {
 		buf.Destroy()
 		return nil, t.integrityError(r.meta.Name)

@@ -3,6 +3,7 @@ package secretstore
 import (
 	"context"
 	"crypto/cipher"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -38,8 +39,14 @@ func (s *Store) CreateTenant(ctx context.Context, name string) (err error) {
 		if err != nil {
 			return err
 		}
-		dk := memguard.NewBufferRandom(dataKeyLen)
+		dk, err := newLocked(dataKeyLen)
+		if err != nil {
+			return err
+		}
 		defer dk.Destroy()
+		if _, err := rand.Read(dk.Bytes()); err != nil {
+			return err
+		}
 		var nonce, wrapped []byte
 		if err := withMasterKey(s.master, func(kek cipher.AEAD) error {
 			nonce, wrapped = wrapKey(kek, dk.Bytes(), id, 1, s.masterVersion)
