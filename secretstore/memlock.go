@@ -83,6 +83,11 @@ func checkMemlock(size int) error {
 	return nil
 }
 
+// LockableMemory reports how many more bytes this process may mlock now (RLIMIT_MEMLOCK
+// minus VmLck minus a small reserve for memguard itself), or -1 when unlimited (no limit, or
+// CAP_IPC_LOCK). A daemon can check it at start and refuse to run with too little.
+func LockableMemory() (int64, error) { return measureMemlock() }
+
 // measureMemlock returns how many more bytes may be locked (-1: unlimited).
 func measureMemlock() (int64, error) {
 	var rl unix.Rlimit

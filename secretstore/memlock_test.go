@@ -34,6 +34,9 @@ func TestMemlockHeadroom(t *testing.T) {
 			t.Errorf("case %d: %v is not ErrMemlock", i, err)
 		}
 	}
+	if n, err := LockableMemory(); err != nil || (n >= 0 && n < 1<<20) {
+		t.Fatalf("LockableMemory: %d %v", n, err)
+	}
 	b, err := newLocked(32) // the live process has headroom
 	if err != nil {
 		t.Fatal(err)
