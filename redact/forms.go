@@ -27,9 +27,10 @@ func (w *wbuf) puts(s string) {
 }
 
 func (w *wbuf) write(p []byte) {
-	for _, c := range p {
-		w.put(c)
+	if w.n < len(w.b) {
+		copy(w.b[w.n:], p)
 	}
+	w.n += len(p)
 }
 
 func (w *wbuf) ok() bool { return w.n <= len(w.b) }
@@ -173,7 +174,21 @@ func jsonEsc(w *wbuf, src []byte, nonASCII, html bool, hex string) {
 		w.put(hex[(r>>4)&0xf])
 		w.put(hex[r&0xf])
 	}
+	safe := &affects[xJSONChrome]
+	if !nonASCII {
+		safe = &affects[xJSONJS]
+	}
 	for i := 0; i < len(src); {
+		// copy a run of bytes no variant escapes in one go
+		j := i
+		for j < len(src) && !safe[src[j]] && !(html && (src[j] == '<' || src[j] == '>' || src[j] == '&')) {
+			j++
+		}
+		if j > i {
+			w.write(src[i:j])
+			i = j
+			continue
+		}
 		c := src[i]
 		if c < utf8.RuneSelf {
 			switch {
@@ -356,6 +371,13 @@ func b64Edges(align, n int) (left, right bool) {
 
 // chain is a form's recipe: encoding steps applied in order (xNone ends it).
 type chain [4]xform
+
+// changes reports whether the first step of c changes src (the empty
+// chain always "changes": it is the raw form). A chain whose first step
+// is the identity on src yields the same form as the chain without it.
+func (c chain) changes(src []byte) bool {
+	return c[0] == xNone || !c[0].identity(src)
+}
 
 // len is the number of steps.
 func (c chain) len() int {

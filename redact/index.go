@@ -294,6 +294,11 @@ func (b *Builder) Build() (*Index, error) {
 		// each text form, then Chrome's escaping of it once and twice,
 		// each step applied to the previous output
 		for _, c := range textChains {
+			// a chain with a step that changes nothing equals a shorter
+			// chain of the list, generated on its own
+			if !c.changes(src) {
+				continue
+			}
 			f, reg, err := g.gen(src, c)
 			if err != nil {
 				return nil, err
