@@ -56,8 +56,10 @@ func (g guarded) Close() { g.inner.Close() }
 
 // indexCache keeps the scrub index of every tenant with a running session,
 // current as secrets change (through the API at once, through the CLI of
-// another process within refreshInterval), and one index over every tenant
-// for the daemon's own logs.
+// another process within refreshInterval), and, while any session runs, one
+// index over every tenant for the daemon's own logs. Indexes hold their
+// forms in locked (but readable) memory, so none is kept once the last
+// session has ended: the daemon's memory then holds no plaintext form.
 type indexCache struct {
 	store      *secretstore.Store
 	geo        *geo.Router
@@ -67,15 +69,16 @@ type indexCache struct {
 	mu      sync.Mutex
 	tenants map[string]*tenantIndex
 
-	logMu   sync.RWMutex
+	// logMu serialises log index builds; logUse is read-held by the log
+	// handler while it scrubs, so the index may be destroyed under its
+	// write lock.
+	logMu   sync.Mutex
+	logUse  sync.RWMutex
 	logIx   atomic.Pointer[redact.Index]
 	logRevs map[string]int64
 }
 
-const (
-	refreshInterval = time.Second
-	logIndexGrace   = 5 * time.Second
-)
+const refreshInterval = time.Second
 
 func newIndexCache() *indexCache {
 	return &indexCache{tenants: map[string]*tenantIndex{}, logger: slog.New(slog.DiscardHandler)}
@@ -95,6 +98,11 @@ func (c *indexCache) acquire(ctx context.Context, t *secretstore.Tenant) (*tenan
 		c.release(ti)
 		return nil, err
 	}
+	if c.logIx.Load() == nil {
+		if err := c.refreshLog(ctx, true); err != nil {
+			c.logger.Error("log scrub index", "err", err)
+		}
+	}
 	return ti, nil
 }
 
@@ -106,7 +114,11 @@ func (c *indexCache) release(ti *tenantIndex) {
 	if last {
 		delete(c.tenants, ti.tenant)
 	}
+	none := len(c.tenants) == 0
 	c.mu.Unlock()
+	if none {
+		c.dropLogIndex()
+	}
 	if last {
 		ti.mu.Lock()
 		if ti.ix != nil {
@@ -129,8 +141,10 @@ func (c *indexCache) changed(tenant string) {
 			c.logger.Error("scrub index refresh", "tenant", tenant, "err", err)
 		}
 	}
-	if err := c.refreshLog(ctx, true); err != nil {
-		c.logger.Error("log scrub index refresh", "err", err)
+	if c.logIx.Load() != nil {
+		if err := c.refreshLog(ctx, true); err != nil {
+			c.logger.Error("log scrub index refresh", "err", err)
+		}
 	}
 }
 
@@ -238,13 +252,34 @@ func (c *indexCache) refreshLog(ctx context.Context, force bool) error {
 	if err != nil {
 		return fmt.Errorf("build log index: %w", err)
 	}
-	// A log call may still be scrubbing with the old index, and Destroy
-	// unmaps its memory: destroy it once any such call has long finished.
-	if old := c.logIx.Swap(ix); old != nil {
-		time.AfterFunc(logIndexGrace, old.Destroy)
+	c.mu.Lock()
+	none := len(c.tenants) == 0
+	c.mu.Unlock()
+	if none { // the last session ended while this index was built
+		ix.Destroy()
+		return nil
+	}
+	c.logUse.Lock()
+	old := c.logIx.Swap(ix)
+	c.logUse.Unlock()
+	if old != nil {
+		old.Destroy()
 	}
 	c.logRevs = revs
 	return nil
+}
+
+// dropLogIndex destroys the log index once no session runs.
+func (c *indexCache) dropLogIndex() {
+	c.logMu.Lock()
+	defer c.logMu.Unlock()
+	c.logUse.Lock()
+	old := c.logIx.Swap(nil)
+	c.logUse.Unlock()
+	if old != nil {
+		old.Destroy()
+	}
+	c.logRevs = nil
 }
 
 func sameRevs(a, b map[string]int64) bool {
@@ -261,9 +296,6 @@ func sameRevs(a, b map[string]int64) bool {
 
 // refreshLoop keeps indexes current with changes made by other processes.
 func (c *indexCache) refreshLoop(ctx context.Context) {
-	if err := c.refreshLog(ctx, true); err != nil {
-		c.logger.Error("log scrub index", "err", err)
-	}
 	t := time.NewTicker(refreshInterval)
 	defer t.Stop()
 	for {
@@ -283,8 +315,10 @@ func (c *indexCache) refreshLoop(ctx context.Context) {
 				c.logger.Error("scrub index refresh", "tenant", ti.tenant, "err", err)
 			}
 		}
-		if err := c.refreshLog(ctx, false); err != nil && ctx.Err() == nil {
-			c.logger.Error("log scrub index refresh", "err", err)
+		if len(all) > 0 {
+			if err := c.refreshLog(ctx, false); err != nil && ctx.Err() == nil {
+				c.logger.Error("log scrub index refresh", "err", err)
+			}
 		}
 	}
 }
@@ -302,11 +336,7 @@ func (c *indexCache) destroy() {
 		delete(c.tenants, name)
 	}
 	c.mu.Unlock()
-	c.logMu.Lock()
-	if ix := c.logIx.Swap(nil); ix != nil {
-		ix.Destroy()
-	}
-	c.logMu.Unlock()
+	c.dropLogIndex()
 }
 
 // tenantAudit stores injection audit records in the tenant's log.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -75,7 +77,7 @@ const unix_RLIMIT_MEMLOCK = 8 // RLIMIT_MEMLOCK on Linux
 
 // newLogger builds the JSON (or text) logger with a level that SIGHUP can
 // change, wrapped so that no secret value known to the daemon reaches it.
-func newLogger(cfg Config, stderr *os.File, ix func() *redact.Index) (*slog.Logger, *slog.LevelVar) {
+func newLogger(cfg Config, stderr *os.File, ix func() *redact.Index, mu *sync.RWMutex) (*slog.Logger, *slog.LevelVar) {
 	level := new(slog.LevelVar)
 	l, _ := parseLevel(cfg.Log.Level)
 	level.Set(l)
@@ -86,7 +88,32 @@ func newLogger(cfg Config, stderr *os.File, ix func() *redact.Index) (*slog.Logg
 	} else {
 		h = slog.NewJSONHandler(stderr, opts)
 	}
-	return slog.New(redact.NewHandler(h, ix)), level
+	return slog.New(lockedHandler{inner: redact.NewHandler(h, ix), mu: mu}), level
+}
+
+// lockedHandler holds mu's read lock while a record is scrubbed and written,
+// so the log index can be destroyed under the write lock at any moment.
+type lockedHandler struct {
+	inner slog.Handler
+	mu    *sync.RWMutex
+}
+
+func (h lockedHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return h.inner.Enabled(ctx, l)
+}
+
+func (h lockedHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.inner.Handle(ctx, r)
+}
+
+func (h lockedHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return lockedHandler{inner: h.inner.WithAttrs(as), mu: h.mu}
+}
+
+func (h lockedHandler) WithGroup(name string) slog.Handler {
+	return lockedHandler{inner: h.inner.WithGroup(name), mu: h.mu}
 }
 
 // openStoreWith loads the master key and opens the store of cfg.
@@ -142,7 +169,7 @@ func (d *daemon) run(ctx context.Context, stdio IO) (err error) {
 		stderr = os.Stderr
 	}
 	d.indexes = newIndexCache()
-	d.logger, d.level = newLogger(d.cfg, stderr, d.indexes.logIndex)
+	d.logger, d.level = newLogger(d.cfg, stderr, d.indexes.logIndex, &d.indexes.logUse)
 	d.indexes.logger = d.logger
 
 	d.reg = prometheus.NewRegistry()
@@ -190,7 +217,7 @@ func (d *daemon) run(ctx context.Context, stdio IO) (err error) {
 		SecretsChanged: d.indexes.changed,
 	})
 	mux := http.NewServeMux()
-	mux.Handle("/session/", d.proxy)
+	mux.Handle("/session/", refusePlaceholderURLs(d.proxy))
 	mux.Handle("/", apiHandler)
 
 	ln, err := net.Listen("tcp", d.cfg.Listen)
@@ -370,6 +397,22 @@ func (d *daemon) ready(ctx context.Context) error {
 		return fmt.Errorf("browser: %w", err)
 	}
 	return nil
+}
+
+// refusePlaceholderURLs refuses discovery requests that carry a placeholder
+// in their URL (PUT /json/new?<url> would open a page whose URL holds it):
+// placeholders are honoured in input commands only. WebSocket upgrades carry
+// none in practice and are refused as well if they do.
+func refusePlaceholderURLs(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if inject.Contains([]byte(r.RequestURI)) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = io.WriteString(w, "cdpvault: placeholder not allowed in a discovery URL\n")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // scrubDiscovery scrubs discovery JSON with the session tenant's index.
