@@ -158,7 +158,7 @@ func (f *Forwarder) succeeded(u *upstream) {
 
 // failed records a failed attempt through u.
 func (f *Forwarder) failed(u *upstream, err error, peerIsUpstream bool) {
-	f.r.metrics.failures.With(u.labels()).Inc()
+	u.mFail.Inc()
 	kind := failUpstream
 	var ae *attemptError
 	if errors.As(err, &ae) {
@@ -193,9 +193,9 @@ func (f *Forwarder) dialTunnel(ctx context.Context, target string) (net.Conn, er
 			break
 		}
 		if prev != nil {
-			f.r.metrics.failovers.With(prev.labels()).Inc()
+			prev.mFailover.Inc()
 		}
-		f.r.metrics.requests.With(u.labels()).Inc()
+		u.mReq.Inc()
 		c, err := u.dialTunnel(ctx, target)
 		if err == nil {
 			f.succeeded(u)
@@ -266,7 +266,7 @@ func (f *Forwarder) roundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Res
 			break
 		}
 		if prev != nil {
-			f.r.metrics.failovers.With(prev.labels()).Inc()
+			prev.mFailover.Inc()
 		}
 		r2 := req.WithContext(ctx)
 		r2.Header = req.Header.Clone()
@@ -279,13 +279,13 @@ func (f *Forwarder) roundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Res
 					r2.Header.Set("Proxy-Authorization", string(b))
 				}
 			}); err != nil {
-				f.r.metrics.requests.With(u.labels()).Inc()
+				u.mReq.Inc()
 				f.failed(u, err, true)
 				prev = u
 				continue
 			}
 		}
-		f.r.metrics.requests.With(u.labels()).Inc()
+		u.mReq.Inc()
 		resp, err := u.tr.RoundTrip(r2)
 		r2.Header.Del("Proxy-Authorization")
 		if err == nil && resp.StatusCode == http.StatusProxyAuthRequired && u.p.scheme != schemeSOCKS5 {

@@ -55,7 +55,7 @@ type site struct {
 	headers  []http.Header
 }
 
-func newSite(t *testing.T, useTLS bool) *site {
+func newSite(t testing.TB, useTLS bool) *site {
 	t.Helper()
 	s := &site{}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -128,7 +128,7 @@ func basic(user, pass string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
 }
 
-func newTestUpstream(t *testing.T, name, user, pass string, useTLS bool) *testUpstream {
+func newTestUpstream(t testing.TB, name, user, pass string, useTLS bool) *testUpstream {
 	t.Helper()
 	u := &testUpstream{name: name}
 	if user != "" {

@@ -314,19 +314,39 @@ func (r *Router) Reload(pools map[string]PoolConfig) error {
 		}
 	}
 	r.pools, r.current = np, cur
+	forget := r.forgettable(retire)
 	r.mu.Unlock()
-	for _, u := range retire {
-		r.retire(u)
+	for i, u := range retire {
+		r.retire(u, forget[i])
 	}
 	r.wakeHealth()
 	r.log.Info("geo pools reloaded", "pools", len(np))
 	return nil
 }
 
-func (r *Router) retire(u *upstream) {
+// forgettable reports, for each upstream to retire, whether its metric
+// series may be deleted: not when a current upstream has the same labels
+// (it shares the series). Called with r.mu held.
+func (r *Router) forgettable(us []*upstream) []bool {
+	out := make([]bool, len(us))
+	for i, u := range us {
+		out[i] = true
+		for c := range r.current {
+			if c.pool == u.pool && c.index == u.index && c.p.addr == u.p.addr {
+				out[i] = false
+				break
+			}
+		}
+	}
+	return out
+}
+
+func (r *Router) retire(u *upstream, forgetMetrics bool) {
 	u.dropCred(true)
 	u.tr.CloseIdleConnections()
-	r.metrics.forget(u)
+	if forgetMetrics {
+		r.metrics.forget(u)
+	}
 }
 
 // HasPool reports whether the current config has pool name.
@@ -412,9 +432,10 @@ func (r *Router) release(f *Forwarder) {
 			}
 		}
 	}
+	forget := r.forgettable(retire)
 	r.mu.Unlock()
-	for _, u := range retire {
-		r.retire(u)
+	for i, u := range retire {
+		r.retire(u, forget[i])
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/awnumar/memguard"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/proxy"
 )
 
@@ -83,6 +84,10 @@ type upstream struct {
 
 	tr *http.Transport // plain HTTP through this upstream
 
+	// this upstream's metric children (labels resolved once)
+	mUp                    prometheus.Gauge
+	mReq, mFail, mFailover prometheus.Counter
+
 	refs int // open forwarders whose pool holds this upstream; guarded by Router.mu
 }
 
@@ -94,7 +99,10 @@ func newUpstream(r *Router, pool string, index int, cfg UpstreamConfig) (*upstre
 	u := &upstream{r: r, pool: pool, index: index, cfg: cfg, p: p}
 	u.up.Store(true) // assumed up until a check or a connection says otherwise
 	u.tr = u.newTransport()
-	r.metrics.up.With(u.labels()).Set(1)
+	l := u.labels()
+	u.mUp, u.mReq = r.metrics.up.With(l), r.metrics.requests.With(l)
+	u.mFail, u.mFailover = r.metrics.failures.With(l), r.metrics.failovers.With(l)
+	u.mUp.Set(1)
 	return u, nil
 }
 
@@ -473,7 +481,7 @@ func (u *upstream) markUp() {
 	if !u.up.Swap(true) {
 		u.r.log.Info("geo upstream up", "pool", u.pool, "upstream", u.index, "addr", u.p.addr)
 	}
-	u.r.metrics.up.With(u.labels()).Set(1)
+	u.mUp.Set(1)
 }
 
 func (u *upstream) markDown(err error) {
@@ -484,7 +492,7 @@ func (u *upstream) markDown(err error) {
 	if u.up.Swap(false) {
 		u.r.log.Warn("geo upstream down", "pool", u.pool, "upstream", u.index, "addr", u.p.addr, "error", errText(err))
 	}
-	u.r.metrics.up.With(u.labels()).Set(0)
+	u.mUp.Set(0)
 	u.r.wakeHealth()
 }
 
