@@ -56,6 +56,7 @@ const (
 	xJSONGoHTMLUpper // the same with upper-case hex (\u003C)
 	xJSONAll         // both non-ASCII and <>& escaped, lower-case hex
 	xJSONAllUpper    // both, upper-case hex
+	xJSONPHP         // PHP json_encode default: non-ASCII as lower-case \uXXXX and / as \/
 
 	// Percent-encodings, each with upper- and lower-case hex.
 	xURLForm // WHATWG application/x-www-form-urlencoded (browser form posts, URLSearchParams): space as +
@@ -110,6 +111,8 @@ func (x xform) apply(w *wbuf, src []byte) {
 		jsonEsc(w, src, true, true, lowerHex)
 	case xJSONAllUpper:
 		jsonEsc(w, src, true, true, upperHex)
+	case xJSONPHP:
+		jsonEscSlash(w, src)
 	case xURLForm, xURLFormLower, xURLQuery, xURLQueryLower, xURLComponent, xURLComponentLower,
 		xURLPath, xURLPathLower, xURLWhatwgQuery, xURLWhatwgQueryLower, xURLWhatwgPath,
 		xURLWhatwgPathLower, xURLEncodeURI, xURLEncodeURILower:
@@ -136,9 +139,10 @@ var affects = func() (a [xB64URL2 + 1][256]bool) {
 			var v bool
 			switch {
 			case x == xNone:
-			case x >= xJSONChrome && x <= xJSONAllUpper:
+			case x >= xJSONChrome && x <= xJSONPHP:
 				html := x == xJSONGoHTML || x == xJSONGoHTMLUpper || x == xJSONAll || x == xJSONAllUpper
-				v = c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || html && (c == '<' || c == '>' || c == '&')
+				v = c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || html && (c == '<' || c == '>' || c == '&') ||
+					x == xJSONPHP && c == '/'
 			case x >= xURLForm && x <= xURLEncodeURILower:
 				v = !pctSpecs[int(x-xURLForm)/2].keep[c]
 			case x >= xHTMLText && x <= xHTMLPHP:
@@ -230,6 +234,23 @@ func jsonEsc(w *wbuf, src []byte, nonASCII, html bool, hex string) {
 			w.write(src[i : i+size])
 		}
 		i += size
+	}
+}
+
+// jsonEscSlash is Chrome's escaping with / written as \/ (PHP's
+// json_encode default).
+func jsonEscSlash(w *wbuf, src []byte) {
+	for i := 0; i < len(src); {
+		j := i
+		for j < len(src) && src[j] != '/' {
+			j++
+		}
+		jsonEsc(w, src[i:j], true, false, lowerHex)
+		if j < len(src) {
+			w.puts(`\/`)
+			j++
+		}
+		i = j
 	}
 }
 
@@ -389,7 +410,7 @@ func (c chain) len() int {
 }
 
 var (
-	jsonText = []xform{xJSONChrome, xJSONChromeUpper, xJSONJS, xJSONGoHTML, xJSONGoHTMLUpper, xJSONAll, xJSONAllUpper}
+	jsonText = []xform{xJSONChrome, xJSONChromeUpper, xJSONJS, xJSONGoHTML, xJSONGoHTMLUpper, xJSONAll, xJSONAllUpper, xJSONPHP}
 	urlText  = []xform{xURLForm, xURLFormLower, xURLQuery, xURLQueryLower, xURLComponent, xURLComponentLower,
 		xURLPath, xURLPathLower, xURLWhatwgQuery, xURLWhatwgQueryLower, xURLWhatwgPath, xURLWhatwgPathLower,
 		xURLEncodeURI, xURLEncodeURILower}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf16"
 	"unsafe"
 )
 
@@ -139,12 +140,13 @@ func TestStdlibEncodings(t *testing.T) {
 		twice, _ := json.Marshal(string(jsonGo))
 		texts := map[string]string{
 			"json":         string(jsonGo[1 : len(jsonGo)-1]),
-			"json-nohtml":  strings.TrimSpace(jsNoHTML.String()),
+			"json-nohtml":  strings.TrimSpace(jsNoHTML.String())[1 : len(strings.TrimSpace(jsNoHTML.String()))-1],
 			"json-twice":   string(twice[1 : len(twice)-1]),
 			"query":        url.QueryEscape(v),
 			"path":         url.PathEscape(v),
 			"html":         html.EscapeString(v),
 			"json-of-html": string(mustJSON(html.EscapeString(v))),
+			"php":          phpJSON(strings.TrimSpace(jsNoHTML.String())),
 		}
 		for kind, enc := range texts {
 			text := "<<" + "x " + enc + " y"
@@ -179,6 +181,26 @@ func TestStdlibEncodings(t *testing.T) {
 			}
 		}
 	}
+}
+
+// phpJSON turns a JSON string literal with raw non-ASCII into PHP's
+// json_encode default: \uXXXX (UTF-16, lower-case) and \/.
+func phpJSON(lit string) string {
+	var b strings.Builder
+	for _, r := range lit[1 : len(lit)-1] {
+		switch {
+		case r == '/':
+			b.WriteString(`\/`)
+		case r >= 0x10000:
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, `\u%04x\u%04x`, r1, r2)
+		case r >= 0x7f:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 func mustJSON(s string) []byte {
