@@ -14,7 +14,8 @@
 //     DEL and every non-ASCII character as lower-case \uXXXX, emoji as
 //     surrogate pairs, < > & raw), JSON.stringify's (non-ASCII raw), Go's
 //     HTML-safe form (\u003c \u003e \u0026 \u2028 \u2029), both combined,
-//     and upper-case hex variants;
+//     PHP's json_encode default (\/ and \uXXXX), and upper-case hex
+//     variants;
 //   - percent-encodings: form encoding and Go QueryEscape ('+' for space),
 //     encodeURIComponent, encodeURI, Go PathEscape, and the minimal
 //     escaping browsers apply to typed paths and queries, each with upper-
