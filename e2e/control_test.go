@@ -152,8 +152,8 @@ func TestControlScriptsRunToTheEndAgainstDirectChromium(t *testing.T) {
 	if err := json.Unmarshal(out, &results); err != nil {
 		t.Fatalf("pw-refuse.mjs: %v", err)
 	}
-	if len(results) != 11 {
-		t.Errorf("pw-refuse.mjs ran %d attempts, want 11", len(results))
+	if len(results) != 14 {
+		t.Errorf("pw-refuse.mjs ran %d attempts, want 14", len(results))
 	}
 	for _, r := range results {
 		if !r.OK {

@@ -30,11 +30,11 @@ func TestExamplesLogInWithSecretTheyNeverSee(t *testing.T) {
 	env.SetSecret("demo", "demo_password", password, pwA, pwB)
 	d := env.Start()
 
-	s := d.NewSession(token, SessionOpts{Secrets: []string{"demo_password"}})
+	s := d.NewSession(t, token, SessionOpts{Secrets: []string{"demo_password"}})
 	out, errOut, err := runExample(t, "playwright", bins, map[string]string{"CDP_URL": s.CDPURL, "SITE_URL": pwA})
 	checkExample(t, "playwright-login.mjs", pwA, password, out, errOut, err, "login ok")
 
-	s2 := d.NewSession(token, SessionOpts{Secrets: []string{"demo_password"}})
+	s2 := d.NewSession(t, token, SessionOpts{Secrets: []string{"demo_password"}})
 	out, errOut, err = runExample(t, "go", bins, map[string]string{"CDP_URL": s2.CDPURL, "SITE_URL": pwB})
 	checkExample(t, "go-login", pwB, password, out, errOut, err, "login ok")
 

@@ -52,7 +52,7 @@ func (f *Fixture) AssertDaemonOutputClean(t *testing.T) {
 	t.Helper()
 	sources := map[string][]byte{"daemon log": f.D.Log(), "/metrics": f.D.Metrics()}
 	for _, p := range []string{"/api/v1/secrets", "/api/v1/sessions", "/api/v1/audit", "/api/v1/secrets/" + acmePassword} {
-		_, body := f.D.API(http.MethodGet, p, f.Token, nil)
+		_, body := f.D.API(t, http.MethodGet, p, f.Token, nil)
 		sources["GET "+p] = body
 	}
 	for src, data := range sources {
@@ -70,7 +70,7 @@ func (f *Fixture) AssertDaemonOutputClean(t *testing.T) {
 // objects in the answer counts.
 func (f *Fixture) Audit(t *testing.T, token string) ([]map[string]any, []byte) {
 	t.Helper()
-	code, body := f.D.API(http.MethodGet, "/api/v1/audit", token, nil)
+	code, body := f.D.API(t, http.MethodGet, "/api/v1/audit", token, nil)
 	if code != http.StatusOK {
 		t.Fatalf("GET /api/v1/audit = %d %s", code, body)
 	}

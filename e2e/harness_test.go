@@ -43,6 +43,11 @@ func TestMain(m *testing.M) {
 	cdpvaultBin = filepath.Join(dir, "cdpvault")
 	cmd := exec.Command("go", "build", "-o", cdpvaultBin, "github.com/cdpvault/cdpvault")
 	cmd.Dir = filepath.Dir(e2eDir)
+	if bin := os.Getenv("CDPVAULT_E2E_BINARY"); bin != "" {
+		// Test a binary built elsewhere (a release build, for example).
+		cdpvaultBin = bin
+		cmd = exec.Command(bin, "help")
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		buildErr = fmt.Errorf("cannot build the cdpvault binary (go build github.com/cdpvault/cdpvault): %v\n%s", err, out)
 		// CDPVAULT_E2E_HARNESS_ONLY=1 is for working on the harness while the
@@ -82,7 +87,13 @@ func NewEnv(t testing.TB, logLevel string) *Env {
 	if buildErr != nil {
 		t.Fatalf("no cdpvault binary: %v", buildErr)
 	}
-	dir := t.TempDir()
+	// Short: Chromium's singleton socket lives under TMPDIR, and a unix
+	// socket path has at most 107 bytes.
+	dir, err := os.MkdirTemp("", "cve2e-")
+	if err != nil {
+		t.Fatalf("temp dir: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	e := &Env{t: t, Dir: dir, DataDir: filepath.Join(dir, "data"), Config: filepath.Join(dir, "cdpvault.yaml"),
 		TmpDir: filepath.Join(dir, "tmp"), Marker: "CDPVAULT_E2E_MARK=" + randomHex(8)}
 	for _, d := range []string{e.DataDir, e.TmpDir} {
@@ -332,13 +343,13 @@ type Session struct {
 }
 
 // API sends a request to the REST API and returns status and body.
-func (d *Daemon) API(method, path, token string, body any) (int, []byte) {
-	d.t.Helper()
+func (d *Daemon) API(t testing.TB, method, path, token string, body any) (int, []byte) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			d.t.Fatalf("marshal: %v", err)
+			t.Fatalf("marshal: %v", err)
 		}
 		rd = bytes.NewReader(b)
 	}
@@ -346,7 +357,7 @@ func (d *Daemon) API(method, path, token string, body any) (int, []byte) {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+d.Addr+path, rd)
 	if err != nil {
-		d.t.Fatalf("request: %v", err)
+		t.Fatalf("request: %v", err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -356,12 +367,12 @@ func (d *Daemon) API(method, path, token string, body any) (int, []byte) {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		d.t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		d.t.Fatalf("%s %s: read: %v", method, path, err)
+		t.Fatalf("%s %s: read: %v", method, path, err)
 	}
 	return resp.StatusCode, b
 }
@@ -373,21 +384,21 @@ type SessionOpts struct {
 }
 
 // NewSession creates a session and deletes it at the end of the test.
-func (d *Daemon) NewSession(token string, opts SessionOpts) Session {
-	d.t.Helper()
-	code, body := d.API(http.MethodPost, "/api/v1/sessions", token, opts)
+func (d *Daemon) NewSession(t testing.TB, token string, opts SessionOpts) Session {
+	t.Helper()
+	code, body := d.API(t, http.MethodPost, "/api/v1/sessions", token, opts)
 	if code != http.StatusCreated {
-		d.t.Fatalf("POST /api/v1/sessions = %d %s, want 201", code, body)
+		t.Fatalf("POST /api/v1/sessions = %d %s, want 201", code, body)
 	}
 	var s Session
 	if err := json.Unmarshal(body, &s); err != nil || s.ID == "" || s.CDPURL == "" || s.WSURL == "" {
-		d.t.Fatalf("POST /api/v1/sessions body %s: want id, cdp_url, ws_url (%v)", body, err)
+		t.Fatalf("POST /api/v1/sessions body %s: want id, cdp_url, ws_url (%v)", body, err)
 	}
-	d.t.Cleanup(func() {
+	t.Cleanup(func() {
 		select {
 		case <-d.exited:
 		default:
-			d.API(http.MethodDelete, "/api/v1/sessions/"+s.ID, token, nil)
+			d.API(t, http.MethodDelete, "/api/v1/sessions/"+s.ID, token, nil)
 		}
 	})
 	return s
@@ -494,9 +505,19 @@ func (e *Env) WaitBrowserProcs(want int, timeout time.Duration) error {
 func runNode(t testing.TB, script string, env map[string]string) []byte {
 	t.Helper()
 	out, errOut, err := runNodeErr(script, env)
-	if err != nil {
-		t.Fatalf("node %s: %v\nstderr:\n%s\nstdout:\n%s", script, err, errOut, out)
+	if dir := os.Getenv("CDPVAULT_E2E_NODE_LOG_DIR"); dir != "" {
+		// Full client logs for debugging, e.g. with DEBUG=pw:protocol.
+		name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + "-" + script + ".log"
+		os.WriteFile(filepath.Join(dir, name), []byte(errOut), 0o600)
 	}
+	if err != nil {
+		t.Fatalf("node %s: %v\nstderr:\n%s\nstdout:\n%s", script, err, tail(errOut, 8<<10), out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() && errOut != "" {
+			t.Logf("node %s stderr (end):\n%s", script, tail(errOut, 4<<10))
+		}
+	})
 	return out
 }
 
@@ -530,4 +551,12 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// tail is the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "...\n" + s[len(s)-n:]
 }

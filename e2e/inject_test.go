@@ -44,7 +44,7 @@ func TestInjectLogin(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			// Sequential on purpose: each login's requests are told apart by
 			// order on the shared site.
-			s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+			s := f.D.NewSession(t, f.Token, SessionOpts{Secrets: []string{acmePassword}})
 			before := len(f.Site.Requests())
 			out := c.run(t, s)
 			checkLogin(t, c.name, f.Site.Requests()[before:], "acme.test", trickyValue)
@@ -121,15 +121,15 @@ func TestInjectRefusals(t *testing.T) {
 
 	// Session creation itself refuses secrets the tenant does not have.
 	for _, name := range []string{betaPassword, unusedName} {
-		if code, body := f.D.API(http.MethodPost, "/api/v1/sessions", f.Token, SessionOpts{Secrets: []string{name}}); code != http.StatusNotFound {
+		if code, body := f.D.API(t, http.MethodPost, "/api/v1/sessions", f.Token, SessionOpts{Secrets: []string{name}}); code != http.StatusNotFound {
 			t.Errorf("session asking for %s = %d %s, want 404", name, code, body)
 		}
 	}
-	s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+	s := f.D.NewSession(t, f.Token, SessionOpts{Secrets: []string{acmePassword}})
 	others := []string{placeholder(unusedName), placeholder(acmeOther), placeholder(betaPassword)}
 	othersJSON, _ := json.Marshal(others)
 	out := runNode(t, "pw-refuse.mjs", map[string]string{"CDP_URL": s.CDPURL, "ACME": f.Site.Origin("acme"),
-		"EVIL": f.Site.Origin("evil"), "PH": ph, "OTHERS": string(othersJSON)})
+		"EVIL": f.Site.Origin("evil"), "PH": ph, "OTHERS": string(othersJSON), "SCRIPT_TIMEOUT_MS": "88000"})
 	var results []struct {
 		Name  string          `json:"name"`
 		OK    bool            `json:"ok"`
@@ -139,28 +139,61 @@ func TestInjectRefusals(t *testing.T) {
 	if err := json.Unmarshal(out, &results); err != nil {
 		t.Fatalf("pw-refuse.mjs output %s: %v", out, err)
 	}
-	mustRefuse := map[string]bool{"navigate": true, "evaluate-expression": true, "evaluate-function-body": true,
-		"extra-http-headers": true, "cookies": true, "cross-origin-iframe-fill": true, "navigated-insert-text": true}
+	// Refused with the daemon's own CDP error.
+	mustRefuse := map[string]bool{"navigate": true, "extra-http-headers": true, "cookies": true,
+		"cross-origin-iframe-insert": true, "navigated-insert-text": true}
+	// Refused; Playwright retries these until its timeout and reports that.
+	mustFail := map[string]bool{"cross-origin-iframe-fill": true}
+	// Refused, or run with the literal placeholder (callFunctionOn arguments).
+	refuseOrLiteral := map[string]bool{"evaluate-expression": true, "evaluate-function-body": true, "evaluate-argument": true}
 	for _, o := range others {
-		mustRefuse["fill "+o] = true
+		mustRefuse["insert "+o] = true
+		mustFail["fill "+o] = true
+	}
+	var literalCodes string
+	for _, r := range results {
+		if r.Name == "placeholder-codes" {
+			json.Unmarshal(r.Value, &literalCodes)
+		}
+	}
+	if literalCodes == "" {
+		t.Fatalf("pw-refuse.mjs reported no placeholder code points: %s", out)
 	}
 	seen := map[string]bool{}
 	for _, r := range results {
 		seen[r.Name] = true
 		switch {
+		case strings.HasPrefix(r.Name, "phase "):
+			t.Errorf("%s broke: %s", r.Name, r.Error)
+		case strings.HasPrefix(r.Name, "submit after "):
+			t.Errorf("the page stopped working (%s): %s", r.Name, r.Error)
+		case strings.Contains(r.Error, "no answer"):
+			t.Errorf("%s: the command got no answer (a hang): %s", r.Name, r.Error)
 		case mustRefuse[r.Name]:
 			if r.OK || !strings.Contains(r.Error, "cdpvault") {
 				t.Errorf("%s: ok=%v error=%q, want a CDP error from cdpvault", r.Name, r.OK, r.Error)
 			}
-		case r.Name == "evaluate-argument":
-			// callFunctionOn arguments pass through unchanged: the page gets
-			// the literal placeholder, never the value.
-			if want, _ := json.Marshal(ph); !r.OK || string(r.Value) != string(want) {
-				t.Errorf("evaluate-argument: ok=%v value=%s error=%q, want the literal placeholder back", r.OK, r.Value, r.Error)
+		case mustFail[r.Name]:
+			if r.OK {
+				t.Errorf("%s succeeded, want refused", r.Name)
+			}
+		case refuseOrLiteral[r.Name]:
+			var codes string
+			json.Unmarshal(r.Value, &codes)
+			if r.OK && codes != literalCodes {
+				t.Errorf("%s: the page got code points %s, want the literal placeholder's %s", r.Name, codes, literalCodes)
+			}
+			if !r.OK && !strings.Contains(r.Error, "cdpvault") {
+				t.Errorf("%s failed without a cdpvault error: %s", r.Name, r.Error)
 			}
 		}
 	}
 	for name := range mustRefuse {
+		if !seen[name] {
+			t.Errorf("attempt %q did not run", name)
+		}
+	}
+	for name := range refuseOrLiteral {
 		if !seen[name] {
 			t.Errorf("attempt %q did not run", name)
 		}
@@ -199,7 +232,7 @@ func TestInjectRefusals(t *testing.T) {
 func TestInjectRefusalErrorShape(t *testing.T) {
 	t.Parallel()
 	f := NewFixture(t, "info")
-	s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+	s := f.D.NewSession(t, f.Token, SessionOpts{Secrets: []string{acmePassword}})
 	r := DialRaw(t, s.WSURL)
 	_, sid := r.NewPageSession("about:blank")
 	r.Navigate(sid, f.Site.URL("acme", "/login"))
@@ -251,7 +284,7 @@ func TestInjectRefusalErrorShape(t *testing.T) {
 func TestInjectLegacyNestedMessagesCannotBypass(t *testing.T) {
 	t.Parallel()
 	f := NewFixture(t, "info")
-	s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+	s := f.D.NewSession(t, f.Token, SessionOpts{Secrets: []string{acmePassword}})
 	r := DialRaw(t, s.WSURL)
 	tid, sid := r.NewPageSession("about:blank")
 	r.Navigate(sid, f.Site.URL("evil", "/login?autofocus=1"))
@@ -311,7 +344,7 @@ func TestInjectOrdinaryTypingReachesPageUnchanged(t *testing.T) {
 	loginURL := f.Site.URL("acme", "/login")
 	for _, client := range []string{"pw", "pptr", "chromedp"} {
 		t.Run(client, func(t *testing.T) {
-			s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+			s := f.D.NewSession(t, f.Token, SessionOpts{Secrets: []string{acmePassword}})
 			var got []struct{ Text, Got string }
 			if client == "chromedp" {
 				got = chromedpTyping(t, s.WSURL, loginURL, texts)

@@ -15,8 +15,8 @@ import (
 func TestLifecycleSIGTERM(t *testing.T) {
 	t.Parallel()
 	f := NewFixture(t, "info")
-	s1 := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
-	s2 := f.D.NewSession(f.BetaToken, SessionOpts{})
+	s1 := f.D.NewSession(t, f.Token, SessionOpts{Secrets: []string{acmePassword}})
+	s2 := f.D.NewSession(t, f.BetaToken, SessionOpts{})
 	b1 := DialRaw(t, s1.WSURL)
 	_, sid := b1.NewPageSession(f.Site.URL("acme", "/blank"))
 	b1.Evaluate(sid, "1")
@@ -57,10 +57,10 @@ func TestLifecycleSIGTERM(t *testing.T) {
 	}
 	// A new daemon on the same data dir serves the same store.
 	d2 := f.Env.Start()
-	if code, body := d2.API(http.MethodGet, "/api/v1/secrets/"+acmePassword, f.Token, nil); code != http.StatusOK {
+	if code, body := d2.API(t, http.MethodGet, "/api/v1/secrets/"+acmePassword, f.Token, nil); code != http.StatusOK {
 		t.Errorf("after restart GET secret = %d %s", code, body)
 	}
-	d2.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+	d2.NewSession(t, f.Token, SessionOpts{Secrets: []string{acmePassword}})
 }
 
 // TestLifecycleSIGHUPReloadsLogLevel: changing log.level from info to debug
@@ -68,11 +68,11 @@ func TestLifecycleSIGTERM(t *testing.T) {
 func TestLifecycleSIGHUPReloadsLogLevel(t *testing.T) {
 	t.Parallel()
 	f := NewFixture(t, "info")
-	s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+	s := f.D.NewSession(t, f.Token, SessionOpts{Secrets: []string{acmePassword}})
 	r := DialRaw(t, s.WSURL)
-	_, sid := r.NewPageSession(f.Site.URL("acme", "/blank"))
-	r.Evaluate(sid, "1")
-	f.D.API(http.MethodGet, "/api/v1/sessions", f.Token, nil)
+	_, sid := r.NewPageSession("about:blank")
+	r.Navigate(sid, f.Site.URL("acme", "/blank"))
+	f.D.API(t, http.MethodGet, "/api/v1/sessions", f.Token, nil)
 	debug := []byte(`"level":"DEBUG"`)
 	if bytes.Contains(f.D.Log(), debug) {
 		t.Fatalf("debug lines at level info:\n%s", f.D.Log())
@@ -82,17 +82,21 @@ func TestLifecycleSIGHUPReloadsLogLevel(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for !bytes.Contains(f.D.Log(), debug) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no debug line within 15s of SIGHUP with log.level debug (API calls and CDP commands made meanwhile)\nlog:\n%s", f.D.Log())
+			t.Fatalf("no debug line within 15s of SIGHUP with log.level debug (CDP connections opened and closed, API calls made meanwhile)\nlog:\n%s", f.D.Log())
 		}
-		// Activity that a debug log would mention; also polls the session.
+		// Activity a debug log mentions (a CDP client connection that
+		// comes and goes, API calls); the open connection keeps answering.
+		extra := DialRaw(t, s.WSURL)
+		extra.MustCall("", "Browser.getVersion", nil, nil)
+		extra.c.Close()
 		r.MustCall("", "Browser.getVersion", nil, nil)
-		f.D.API(http.MethodGet, "/api/v1/sessions", f.Token, nil)
+		f.D.API(t, http.MethodGet, "/api/v1/sessions", f.Token, nil)
 		time.Sleep(100 * time.Millisecond) // polling the daemon's log
 	}
 	if got := string(r.Evaluate(sid, "document.title")); got != `"blank"` {
 		t.Errorf("after SIGHUP the session's page answers %s", got)
 	}
-	if code, body := f.D.API(http.MethodGet, "/api/v1/sessions", f.Token, nil); code != http.StatusOK || !strings.Contains(string(body), s.ID) {
+	if code, body := f.D.API(t, http.MethodGet, "/api/v1/sessions", f.Token, nil); code != http.StatusOK || !strings.Contains(string(body), s.ID) {
 		t.Errorf("after SIGHUP the session is not listed: %d %s", code, body)
 	}
 	select {

@@ -28,17 +28,17 @@ func TestProxyClients(t *testing.T) {
 	acme := f.Site.Origin("acme")
 	t.Run("playwright", func(t *testing.T) {
 		t.Parallel()
-		s := f.D.NewSession(f.Token, SessionOpts{})
+		s := f.D.NewSession(t, f.Token, SessionOpts{})
 		checkBasicResult(t, "pw-basic.mjs", runNode(t, "pw-basic.mjs", map[string]string{"CDP_URL": s.CDPURL, "SITE_URL": acme}))
 	})
 	t.Run("puppeteer", func(t *testing.T) {
 		t.Parallel()
-		s := f.D.NewSession(f.Token, SessionOpts{})
+		s := f.D.NewSession(t, f.Token, SessionOpts{})
 		checkBasicResult(t, "pptr-basic.mjs", runNode(t, "pptr-basic.mjs", map[string]string{"WS_URL": s.WSURL, "SITE_URL": acme}))
 	})
 	t.Run("chromedp", func(t *testing.T) {
 		t.Parallel()
-		s := f.D.NewSession(f.Token, SessionOpts{})
+		s := f.D.NewSession(t, f.Token, SessionOpts{})
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		actx, acancel := remote.NewAllocator(ctx, s.WSURL)
@@ -75,7 +75,7 @@ func TestProxyClients(t *testing.T) {
 	})
 	t.Run("mafredri-cdp", func(t *testing.T) {
 		t.Parallel()
-		s := f.D.NewSession(f.Token, SessionOpts{})
+		s := f.D.NewSession(t, f.Token, SessionOpts{})
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		devt := devtool.New(s.CDPURL)
@@ -123,7 +123,7 @@ func TestProxyClients(t *testing.T) {
 	})
 	t.Run("raw-page-socket", func(t *testing.T) {
 		t.Parallel()
-		s := f.D.NewSession(f.Token, SessionOpts{})
+		s := f.D.NewSession(t, f.Token, SessionOpts{})
 		// As chrome-remote-interface does: list targets, open a page socket.
 		code, body := httpDo(t, http.MethodPut, s.CDPURL+"/json/new?about:blank", nil)
 		if code != http.StatusOK {
@@ -166,7 +166,7 @@ func TestProxyClients(t *testing.T) {
 func TestProxyDiscoveryURLsPointBackThroughDaemon(t *testing.T) {
 	t.Parallel()
 	f := NewFixture(t, "info")
-	s := f.D.NewSession(f.Token, SessionOpts{})
+	s := f.D.NewSession(t, f.Token, SessionOpts{})
 	host, prefix := sessionPrefix(t, s.CDPURL)
 	if host != f.D.Addr {
 		t.Errorf("cdp_url host %s, want the daemon's %s", host, f.D.Addr)
@@ -267,7 +267,7 @@ func TestProxyDiscoveryURLsPointBackThroughDaemon(t *testing.T) {
 func TestProxyGuards(t *testing.T) {
 	t.Parallel()
 	f := NewFixture(t, "info")
-	s := f.D.NewSession(f.Token, SessionOpts{})
+	s := f.D.NewSession(t, f.Token, SessionOpts{})
 	_, prefix := sessionPrefix(t, s.CDPURL)
 	badCDP := strings.Replace(s.CDPURL, prefix, "/session/"+randomHex(16), 1)
 	badWS := strings.Replace(s.WSURL, prefix, "/session/"+randomHex(16), 1)
@@ -333,7 +333,7 @@ func TestSessionDeleteClosesSocketsAndStopsBrowser(t *testing.T) {
 	t.Parallel()
 	f := NewFixture(t, "info")
 	base := f.Env.BrowserProcs()
-	s := f.D.NewSession(f.Token, SessionOpts{})
+	s := f.D.NewSession(t, f.Token, SessionOpts{})
 	browser := DialRaw(t, s.WSURL)
 	browser.MustCall("", "Browser.getVersion", nil, nil)
 	_, sid := browser.NewPageSession(f.Site.URL("acme", "/blank"))
@@ -348,7 +348,7 @@ func TestSessionDeleteClosesSocketsAndStopsBrowser(t *testing.T) {
 	if n := f.Env.BrowserProcs(); n <= base {
 		t.Fatalf("%d browser processes with an open session (%d before): the test cannot see the session's browser", n, base)
 	}
-	if code, body := f.D.API(http.MethodDelete, "/api/v1/sessions/"+s.ID, f.Token, nil); code != http.StatusNoContent {
+	if code, body := f.D.API(t, http.MethodDelete, "/api/v1/sessions/"+s.ID, f.Token, nil); code != http.StatusNoContent {
 		t.Fatalf("DELETE session = %d %s", code, body)
 	}
 	for name, r := range map[string]*RawCDP{"browser socket": browser, "page socket": pageSock} {
@@ -360,14 +360,14 @@ func TestSessionDeleteClosesSocketsAndStopsBrowser(t *testing.T) {
 		t.Errorf("after DELETE: %v", err)
 	}
 	assertSessionGone(t, f, s)
-	if code, _ := f.D.API(http.MethodDelete, "/api/v1/sessions/"+s.ID, f.Token, nil); code != http.StatusNotFound {
+	if code, _ := f.D.API(t, http.MethodDelete, "/api/v1/sessions/"+s.ID, f.Token, nil); code != http.StatusNotFound {
 		t.Errorf("second DELETE = %d, want 404", code)
 	}
 }
 
 func assertSessionGone(t *testing.T, f *Fixture, s Session) {
 	t.Helper()
-	code, body := f.D.API(http.MethodGet, "/api/v1/sessions", f.Token, nil)
+	code, body := f.D.API(t, http.MethodGet, "/api/v1/sessions", f.Token, nil)
 	if code != http.StatusOK {
 		t.Errorf("GET /api/v1/sessions = %d %s", code, body)
 	} else if strings.Contains(string(body), s.ID) {
@@ -390,7 +390,7 @@ func TestSessionTTLExpiry(t *testing.T) {
 	f := NewFixture(t, "info")
 	base := f.Env.BrowserProcs()
 	start := time.Now()
-	s := f.D.NewSession(f.Token, SessionOpts{TTLSeconds: 2})
+	s := f.D.NewSession(t, f.Token, SessionOpts{TTLSeconds: 2})
 	exp, err := time.Parse(time.RFC3339Nano, s.ExpiresAt)
 	if err != nil {
 		t.Errorf("expires_at %q is not RFC 3339: %v", s.ExpiresAt, err)

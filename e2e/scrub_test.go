@@ -26,7 +26,7 @@ func TestScrubEchoPage(t *testing.T) {
 	wantRaw := []string{placeholder(acmePlain), placeholder(acmePassword)}
 	for script := range echoChannels {
 		t.Run(strings.TrimSuffix(script, ".mjs"), func(t *testing.T) {
-			s := f.D.NewSession(f.Token, SessionOpts{})
+			s := f.D.NewSession(t, f.Token, SessionOpts{})
 			out := runNode(t, script, map[string]string{"CDP_URL": s.CDPURL, "WS_URL": s.WSURL,
 				"ECHO_URL": f.Site.URL("acme", "/echo"), "N": "2"})
 			for name, v := range allValues {
@@ -94,11 +94,11 @@ func TestScrubDaemonMemoryHoldsNoValueAfterSession(t *testing.T) {
 	f := NewFixture(t, "info")
 	f.Site.SetEchoValues(plainValue, trickyValue)
 	base := f.Env.BrowserProcs()
-	s := f.D.NewSession(f.Token, SessionOpts{Secrets: []string{acmePassword}})
+	s := f.D.NewSession(t, f.Token, SessionOpts{Secrets: []string{acmePassword}})
 	runNode(t, "pw-login.mjs", map[string]string{"CDP_URL": s.CDPURL, "MODE": "fill", "LOGIN_URL": f.Site.URL("acme", "/login"),
 		"USERNAME": "alice", "TEXT": placeholder(acmePassword)})
 	runNode(t, "pw-echo.mjs", map[string]string{"CDP_URL": s.CDPURL, "ECHO_URL": f.Site.URL("acme", "/echo"), "N": "2"})
-	if code, body := f.D.API(http.MethodDelete, "/api/v1/sessions/"+s.ID, f.Token, nil); code != http.StatusNoContent {
+	if code, body := f.D.API(t, http.MethodDelete, "/api/v1/sessions/"+s.ID, f.Token, nil); code != http.StatusNoContent {
 		t.Fatalf("DELETE session = %d %s", code, body)
 	}
 	if err := f.Env.WaitBrowserProcs(base, 15*time.Second); err != nil {

@@ -11,13 +11,28 @@ export function env(name, fallback) {
   return v;
 }
 
+// step notes progress on stderr, so a timeout shows where the script was.
+export function step(name) {
+  process.stderr.write(`step: ${name}\n`);
+}
+
 // attempt runs fn and records whether it succeeded, its value or its error.
+// An attempt that gets no answer within ATTEMPT_TIMEOUT_MS is recorded as
+// timed out (a hang), and the script goes on.
 export async function attempt(name, fn) {
+  step(name);
+  const limit = Number(process.env.ATTEMPT_TIMEOUT_MS || 10000);
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${limit} ms (no answer)`)), limit);
+  });
   try {
-    const value = await fn();
+    const value = await Promise.race([fn(), timeout]);
     return { name, ok: true, value: value === undefined ? null : value };
   } catch (e) {
     return { name, ok: false, error: String(e && e.message ? e.message : e) };
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -15,18 +15,35 @@ main(async () => {
   const page = await context.newPage();
   page.setDefaultTimeout(15000);
   const results = [];
+  // Submits the login form by fetch; a page that no longer works is
+  // recorded (as "submit after <attempt>") instead of ending the script.
   const submitFetch = async (p) => {
-    await p.click('#fetch-submit');
-    await p.waitForFunction(() => document.getElementById('status').textContent.startsWith('sent'));
+    const after = results.length ? results[results.length - 1].name : 'start';
+    const r = await attempt(`submit after ${after}`, async () => {
+      await p.click('#fetch-submit', { timeout: 8000 });
+      await p.waitForFunction(() => document.getElementById('status').textContent.startsWith('sent'), null, { timeout: 8000 });
+    });
+    if (!r.ok) results.push(r);
   };
 
-  // Placeholders outside input commands.
+  // Placeholders outside input commands. Playwright hands evaluated text to
+  // its in-page helper as Runtime.callFunctionOn arguments, which pass
+  // through unsubstituted; so these either get a cdpvault error or run with
+  // the literal placeholder. The page reports the code points it got (which
+  // no scrubbing can turn back into the placeholder) and sends the text to
+  // the site.
+  const codes = (s) => [...s].map((c) => c.codePointAt(0)).join(',');
   results.push(await attempt('navigate', () => page.goto(`${ACME}/login?p=${PH}`)));
   await page.goto(`${ACME}/login`);
-  results.push(await attempt('evaluate-expression', () => page.evaluate(`'${PH}'.length`)));
-  results.push(await attempt('evaluate-function-body', () => page.evaluate(new Function(`return "${PH}".length`))));
-  // The arguments of Runtime.callFunctionOn pass through, never substituted.
-  results.push(await attempt('evaluate-argument', () => page.evaluate((x) => x, PH)));
+  results.push(await attempt('evaluate-expression',
+    () => page.evaluate(`(async (s) => { await fetch('/api/login', {method: 'POST', body: s}); return [...s].map((c) => c.codePointAt(0)).join(','); })('${PH}')`)));
+  results.push(await attempt('evaluate-function-body', () => page.evaluate(new Function(
+    `return (async (s) => { await fetch('/api/login', {method: 'POST', body: s}); return [...s].map((c) => c.codePointAt(0)).join(','); })("${PH}")`))));
+  results.push(await attempt('evaluate-argument', () => page.evaluate(async (s) => {
+    await fetch('/api/login', { method: 'POST', body: s });
+    return [...s].map((c) => c.codePointAt(0)).join(',');
+  }, PH)));
+  results.push({ name: 'placeholder-codes', ok: true, value: codes(PH) });
   results.push(await attempt('extra-http-headers', async () => {
     await page.setExtraHTTPHeaders({ 'x-token': PH });
     await page.goto(`${ACME}/blank?after=headers`);
@@ -37,15 +54,35 @@ main(async () => {
     await page.goto(`${ACME}/blank?after=cookies`);
   }));
 
+  // Playwright retries a failed fill() or pressSequentially() until its
+  // timeout, so those report a timeout; keyboard.insertText() reports the
+  // daemon's error itself.
+  const short = { timeout: 4000 };
+
+  // Each phase below runs even if an earlier one broke; a phase that throws
+  // is recorded as "phase <name>" with its error.
+  const phase = async (name, fn) => {
+    try {
+      await fn();
+    } catch (e) {
+      results.push({ name: `phase ${name}`, ok: false, error: String(e && e.message ? e.message : e) });
+    }
+  };
+
   // A form in a cross-origin iframe on an allowed top-level page.
+  await phase('cross-origin iframe', async () => {
   await page.goto(`${ACME}/frame`);
-  const frame = page.frameLocator('#partner');
-  results.push(await attempt('cross-origin-iframe-fill', () => frame.locator('#password').fill(PH)));
+  const frameField = page.frameLocator('#partner').locator('#password');
+  await frameField.click();
+  results.push(await attempt('cross-origin-iframe-insert', () => page.keyboard.insertText(PH)));
+  results.push(await attempt('cross-origin-iframe-fill', () => frameField.fill(PH, short)));
   const evilFrame = page.frames().find((f) => f.url().startsWith(EVIL));
   if (evilFrame) await submitFetch(evilFrame);
+  });
 
   // A navigation to another origin right before typing: the field was
   // focused on ACME, then the page went to EVIL where a field has focus.
+  await phase('navigation', async () => {
   await page.goto(`${ACME}/login`);
   await page.click('#password');
   await page.evaluate((u) => { location.href = u; }, `${EVIL}/login?autofocus=1`);
@@ -53,21 +90,30 @@ main(async () => {
   await page.waitForFunction(() => document.activeElement && document.activeElement.id === 'password');
   results.push(await attempt('navigated-insert-text', () => page.keyboard.insertText(PH)));
   await submitFetch(page);
+  });
   // The same after a server-side redirect, typed one key at a time.
+  await phase('redirect', async () => {
   await page.goto(`${ACME}/redirect-to-evil`);
   await page.waitForFunction(() => document.activeElement && document.activeElement.id === 'password');
   results.push(await attempt('redirected-type', () => page.keyboard.type(PH)));
   await submitFetch(page);
+  });
 
   // Names the session may not inject: unknown, not granted, another tenant's.
   for (const ph of others) {
+    await phase(`insert and fill ${ph}`, async () => {
     await page.goto(`${ACME}/login`);
-    results.push(await attempt(`fill ${ph}`, () => page.fill('#password', ph)));
+    await page.click('#password');
+    results.push(await attempt(`insert ${ph}`, () => page.keyboard.insertText(ph)));
+    results.push(await attempt(`fill ${ph}`, () => page.fill('#password', ph, short)));
     await submitFetch(page);
+    });
+    await phase(`type ${ph}`, async () => {
     await page.goto(`${ACME}/login`);
-    results.push(await attempt(`type ${ph}`, () => page.locator('#password').pressSequentially(ph)));
+    results.push(await attempt(`type ${ph}`, () => page.locator('#password').pressSequentially(ph, short)));
     await submitFetch(page);
+    });
   }
-  await browser.close();
+  await browser.close().catch(() => {});
   return results;
 });
