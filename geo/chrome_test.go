@@ -229,6 +229,16 @@ func TestChromiumAllUpstreamsDownLoadsNothing(t *testing.T) {
 			t.Fatal("https site loaded with every upstream down")
 		}
 	}
+	// Loopback by IP too: Chromium would bypass the proxy for it without
+	// <-loopback>, and a direct dial would reach it.
+	for _, u := range []string{s.url("127.0.0.1"), ts.url("127.0.0.1"), s.url("localhost")} {
+		if et := b.navigate(t, u); et == "" {
+			b.eval(t, loadedText, &text)
+			if strings.Contains(text, "hello from site") {
+				t.Fatalf("%s loaded with every upstream down", u)
+			}
+		}
+	}
 	if n := s.requests.Load() + ts.requests.Load(); n != 0 {
 		t.Fatalf("site received %d requests", n)
 	}

@@ -215,9 +215,15 @@ func TestAllUpstreamsDownFailsClosedWithConstantError(t *testing.T) {
 	f := e.open(t, "de")
 	c := client(f, certPool(ts.srv))
 
-	code, body, _ := get(t, c, s.url("acme.test"))
-	if code != http.StatusBadGateway || body != unavailableBody {
-		t.Fatalf("plain: %d %q, want 502 %q", code, body, unavailableBody)
+	// By name and by loopback IP (which a direct dial would reach).
+	for _, host := range []string{"acme.test", "127.0.0.1"} {
+		code, body, _ := get(t, c, s.url(host))
+		if code != http.StatusBadGateway || body != unavailableBody {
+			t.Fatalf("plain %s: %d %q, want 502 %q", host, code, body, unavailableBody)
+		}
+		if code, _, _ := get(t, c, ts.url(host)); code == 200 {
+			t.Fatalf("https %s loaded with every upstream down", host)
+		}
 	}
 	// CONNECT: read the raw answer to check the constant body.
 	conn, err := net.Dial("tcp", f.Addr())
@@ -744,5 +750,37 @@ func TestHealthDelayBacksOff(t *testing.T) {
 		if got := healthDelay(iv, fails); got != w {
 			t.Errorf("healthDelay(%v, %d) = %v, want %v", iv, fails, got, w)
 		}
+	}
+}
+
+// A Reload that changes an upstream's credentials but not its address keeps
+// the upstream's metric series alive (old and new share the labels) and the
+// new credential is used by new sessions.
+func TestReloadChangedCredentialKeepsMetrics(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, false)
+	u0 := newTestUpstream(t, "u0", "new-user", pw(0), false)
+	pools, secrets := poolOf(u0.URL())
+	e := newEnv(t, pools, secrets, nil)
+	f := e.open(t, "de")
+	if code, _, _ := get(t, client(f, nil), s.url("acme.test")); code != 502 {
+		t.Fatalf("old username accepted: %d", code)
+	}
+	p := pools["de"]
+	p.Upstreams = []UpstreamConfig{{URL: u0.URL(), Username: "new-user", PasswordSecret: "proxy_de_0"}}
+	if err := e.r.Reload(map[string]PoolConfig{"de": p}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close() // retires the old upstream object
+	f2 := e.open(t, "de")
+	if code, _, h := get(t, client(f2, nil), s.url("acme.test")); code != 200 || h.Get("X-Upstream") != "u0" {
+		t.Fatalf("after reload: %d %v", code, h)
+	}
+	m := e.metricsText(t)
+	if !strings.Contains(m, `cdpvault_geo_requests_total{addr="`+strings.TrimPrefix(u0.URL(), "http://")+`",pool="de",upstream="0"} 2`) {
+		t.Fatalf("requests series lost across reload:\n%s", m)
+	}
+	if strings.Contains(m, "new-user") || strings.Contains(m, user(0)) {
+		t.Fatal("username in metrics")
 	}
 }
