@@ -168,10 +168,10 @@ func isCtl(r rune) bool { return r < 0x20 || r == 0x7f }
 // daemon's CDP Emulation.setTimezoneOverride.
 func BrowserArgs(f *Forwarder, pool PoolConfig) []string {
 	args := []string{
-		"--proxy-server=http://" + f.Addr(),
+		"--proxy-server=" + f.ProxyURL(),
 		// Chrome bypasses localhost by default; <-loopback> removes that
 		// implicit rule so nothing leaves except through the forwarder.
-		"--proxy-bypass-list=<-loopback>",
+		"--proxy-bypass-list=" + ProxyBypassList,
 		"--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 		"--webrtc-ip-handling-policy=disable_non_proxied_udp",
 	}

@@ -103,6 +103,14 @@ func (f *Forwarder) newGoproxy() *goproxy.ProxyHttpServer {
 // --proxy-server=http://<Addr>.
 func (f *Forwarder) Addr() string { return f.ln.Addr().String() }
 
+// ProxyURL is "http://<Addr>", for --proxy-server or, in attach mode, the
+// proxyServer of Target.createBrowserContext (with ProxyBypassList).
+func (f *Forwarder) ProxyURL() string { return "http://" + f.Addr() }
+
+// ProxyBypassList removes Chromium's implicit localhost bypass so loopback
+// traffic goes through the forwarder as well (and so through the pool).
+const ProxyBypassList = "<-loopback>"
+
 // Pool is the name of the pool this forwarder routes through.
 func (f *Forwarder) Pool() string { return f.pool.name }
 

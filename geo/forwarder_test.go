@@ -784,3 +784,26 @@ func TestReloadChangedCredentialKeepsMetrics(t *testing.T) {
 		t.Fatal("username in metrics")
 	}
 }
+
+// A request body not yet read by a failed upstream is replayed on the next.
+func TestPlainPOSTBodySurvivesFailover(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, false)
+	u1 := newTestUpstream(t, "u1", user(1), pw(1), false)
+	pools, secrets := poolOf(deadURL(t, "http"), u1.URL())
+	e := newEnv(t, pools, secrets, nil)
+	f := e.open(t, "de")
+	resp, err := client(f, nil).Post(s.url("acme.test"), "text/plain", strings.NewReader("form=data&x=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("X-Upstream") != "u1" {
+		t.Fatalf("POST: %d via %q", resp.StatusCode, resp.Header.Get("X-Upstream"))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.bodies) != 1 || s.bodies[0] != "form=data&x=1" {
+		t.Fatalf("site got bodies %q", s.bodies)
+	}
+}

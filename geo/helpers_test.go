@@ -53,6 +53,7 @@ type site struct {
 	requests atomic.Int64
 	mu       sync.Mutex
 	headers  []http.Header
+	bodies   []string
 }
 
 func newSite(t testing.TB, useTLS bool) *site {
@@ -62,6 +63,8 @@ func newSite(t testing.TB, useTLS bool) *site {
 		s.requests.Add(1)
 		s.mu.Lock()
 		s.headers = append(s.headers, r.Header.Clone())
+		body, _ := io.ReadAll(r.Body)
+		s.bodies = append(s.bodies, string(body))
 		s.mu.Unlock()
 		if r.URL.Path == "/favicon.ico" {
 			http.NotFound(w, r)
