@@ -807,3 +807,22 @@ func TestPlainPOSTBodySurvivesFailover(t *testing.T) {
 		t.Fatalf("site got bodies %q", s.bodies)
 	}
 }
+
+// A plain request whose upstream accepts it and then never answers is cut
+// after the idle timeout with the constant error, not held for ever.
+func TestPlainRequestToHungUpstreamTimesOut(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, false)
+	hung := stallURL(t)
+	pools, secrets := poolOf(hung)
+	e := newEnv(t, pools, secrets, func(o *Options) { o.IdleTimeout = 300 * time.Millisecond })
+	f := e.open(t, "de")
+	start := time.Now()
+	code, body, _ := get(t, client(f, nil), s.url("acme.test"))
+	if code != http.StatusBadGateway || body != unavailableBody {
+		t.Fatalf("got %d %q", code, body)
+	}
+	if d := time.Since(start); d < 250*time.Millisecond || d > 10*time.Second {
+		t.Fatalf("answered after %v", d)
+	}
+}

@@ -401,16 +401,24 @@ func (u *upstream) newTransport() *http.Transport {
 		return nil, u.fail(failTarget, "direct dial refused", nil)
 	}
 	tr.DialContext, tr.DialTLSContext = noDirect, noDirect
+	// Connections idle (no byte either way) for IdleTimeout are closed, so a
+	// hung upstream cannot hold a request for ever.
+	idle := func(c net.Conn, err error) (net.Conn, error) {
+		if err != nil {
+			return nil, err
+		}
+		return newIdleConn(c, u.r.opts.IdleTimeout), nil
+	}
 	switch u.p.scheme {
 	case schemeHTTP:
 		tr.Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: u.p.addr})
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return u.dialProxy(ctx) }
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return idle(u.dialProxy(ctx)) }
 	case schemeHTTPS:
 		tr.Proxy = http.ProxyURL(&url.URL{Scheme: "https", Host: u.p.addr})
-		tr.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return u.dialProxy(ctx) }
+		tr.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return idle(u.dialProxy(ctx)) }
 	case schemeSOCKS5:
 		tr.Proxy = nil
-		tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) { return u.dialSOCKS(ctx, addr) }
+		tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) { return idle(u.dialSOCKS(ctx, addr)) }
 	}
 	return tr
 }
