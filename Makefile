@@ -4,7 +4,7 @@ BIN := bin/cdpvault
 CHROMIUM ?= /usr/bin/chromium
 export CDPVAULT_CHROMIUM := $(CHROMIUM)
 
-.PHONY: build run test bench check deps chromium npm-deps fuzz-smoke clean
+.PHONY: build run test bench check deps chromium npm-deps tools fuzz-smoke clean
 
 build:
 	$(GO) build -o $(BIN) .
@@ -26,7 +26,14 @@ npm-deps:
 		fi; \
 	done
 
-deps: chromium npm-deps
+# systemd-analyze (unit verification) and promtool (alert rule tests).
+tools:
+	@if ! command -v systemd-analyze >/dev/null || ! command -v promtool >/dev/null; then \
+		echo "installing systemd and prometheus tools"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd prometheus >/dev/null; \
+	fi
+
+deps: chromium npm-deps tools
 	$(GO) mod download
 
 run: chromium build

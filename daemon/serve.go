@@ -206,6 +206,25 @@ func (d *daemon) run(ctx context.Context, stdio IO) (err error) {
 	d.injectM = inject.NewMetrics(d.reg)
 	d.scrubM = scrub.NewMetrics(d.reg)
 	d.sessions = newSessionManager(d)
+	if d.cfg.Chrome.URL == "" {
+		// Profiles of browsers killed with a previous daemon (SIGKILL).
+		if n, err := browser.RemoveStaleProfiles(""); err != nil {
+			d.logger.Warn("stale browser profiles", "err", err)
+		} else if n > 0 {
+			d.logger.Info("removed stale browser profiles", "count", n)
+		}
+	}
+	d.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cdpvault_ready",
+		Help: "1 when the daemon is ready to serve (as /readyz), else 0.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if d.ready(ctx) != nil {
+			return 0
+		}
+		return 1
+	}))
 
 	apiHandler := api.New(api.Options{
 		Store:          d.store,
@@ -244,9 +263,15 @@ func (d *daemon) run(ctx context.Context, stdio IO) (err error) {
 	d.logger.Info("listening", "addr", ln.Addr().String(), "metrics_addr", mln.Addr().String(),
 		"mode", d.mode(), "data_dir", d.cfg.DataDir, "master_key_version", d.store.MasterKeyVersion())
 	_ = sdnotify.Ready()
-	if iv, ok := sdnotify.WatchdogEnabled(); ok {
-		go watchdog(bgctx, iv/2)
-	}
+	go func() {
+		// Pings stop while the store does not answer, so systemd restarts
+		// a hung daemon.
+		_ = sdnotify.WatchdogLoop(bgctx, func() bool {
+			pctx, cancel := context.WithTimeout(bgctx, 5*time.Second)
+			defer cancel()
+			return d.store.Ping(pctx) == nil
+		})
+	}()
 
 	for {
 		select {
@@ -272,19 +297,6 @@ func (d *daemon) run(ctx context.Context, stdio IO) (err error) {
 // waitForever blocks memguard's signal goroutine while the daemon shuts
 // down; the process exits from main when run returns.
 func waitForever() { select {} }
-
-func watchdog(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			_ = sdnotify.Watchdog()
-		}
-	}
-}
 
 func (d *daemon) mode() string {
 	if d.cfg.Chrome.URL != "" {

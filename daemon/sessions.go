@@ -311,9 +311,17 @@ func (m *sessionManager) killAll() {
 	m.mu.Unlock()
 	for _, s := range all {
 		if s.br != nil {
-			_ = s.br.Close()
+			s.br.Kill()
 		}
 	}
+	var wg sync.WaitGroup
+	for _, s := range all {
+		if s.br != nil {
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = s.br.Close() }()
+		}
+	}
+	wg.Wait()
 }
 
 // browserOptions builds the launch options of one session's browser.
