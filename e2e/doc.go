@@ -13,5 +13,14 @@
 //
 // Run: `make npm-deps && go test ./e2e/`. The tests fail (never skip) when
 // the binary does not build, node or the npm packages are missing, or
-// Chromium is not installed.
+// Chromium is not installed. The TestControl* tests run the same scripts
+// against a Chromium driven directly, without cdpvault, to show that the site
+// and the clients work and that every read-back channel of the scrub test
+// really carries the value when nothing scrubs it.
+//
+// Environment knobs:
+//
+//	CDPVAULT_E2E_BINARY=/path/cdpvault  test a prebuilt binary instead of building one
+//	CDPVAULT_E2E_HARNESS_ONLY=1         go on when the binary does not build (control tests run, daemon tests fail)
+//	CDPVAULT_E2E_NODE_LOG_DIR=/dir      keep each client script's full stderr there (try DEBUG=pw:protocol)
 package e2e

@@ -76,6 +76,7 @@ func buildExamples(t *testing.T) exampleBins {
 			exampleBuildErr = err
 			return
 		}
+		cleanupDirs = append(cleanupDirs, dir)
 		exampleBuilt = exampleBins{filepath.Join(dir, "demosite"), filepath.Join(dir, "go-login")}
 		for pkg, out := range map[string]string{"./examples/demosite": exampleBuilt.demosite, "./examples/go-login": exampleBuilt.goLogin} {
 			cmd := exec.Command("go", "build", "-o", out, pkg)

@@ -26,6 +26,9 @@ import (
 // cdpvaultBin is the binary TestMain built from the module root.
 var cdpvaultBin string
 
+// cleanupDirs are removed when the tests end.
+var cleanupDirs []string
+
 // buildErr is why the binary could not be built (harness-only runs).
 var buildErr error
 
@@ -60,6 +63,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	for _, d := range cleanupDirs {
+		os.RemoveAll(d)
+	}
 	os.Exit(code)
 }
 
