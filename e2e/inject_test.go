@@ -72,8 +72,22 @@ func TestInjectLogin(t *testing.T) {
 		t.Errorf("audit has %d injection records for %s, want at least %d (one per client): %s", len(got), acmePassword, len(clients), body)
 	}
 	f.AssertDaemonOutputClean(t)
-	if !strings.Contains(string(f.D.Metrics()), "cdpvault_secret_injections_total") {
-		t.Errorf("/metrics lacks cdpvault_secret_injections_total")
+	// The metric names of the interface, after sessions, CDP traffic, API
+	// calls and injections.
+	m := f.D.Metrics()
+	for _, name := range []string{"cdpvault_cdp_messages_total", "cdpvault_cdp_sessions_active",
+		"cdpvault_secret_injections_total", "cdpvault_redactions_total", "cdpvault_api_requests_total"} {
+		if metricValue(m, name) < 0 {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	for _, series := range []string{`cdpvault_cdp_messages_total{direction=`, `cdpvault_secret_injections_total{result=`, `cdpvault_api_requests_total{code=`} {
+		if !strings.Contains(string(m), series) {
+			t.Errorf("/metrics has no %s...} series", series)
+		}
+	}
+	if v := metricValue(m, "cdpvault_secret_injections_total"); v < float64(len(clients)) {
+		t.Errorf("cdpvault_secret_injections_total = %v, want at least %d", v, len(clients))
 	}
 }
 

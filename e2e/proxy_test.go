@@ -348,6 +348,9 @@ func TestSessionDeleteClosesSocketsAndStopsBrowser(t *testing.T) {
 	if n := f.Env.BrowserProcs(); n <= base {
 		t.Fatalf("%d browser processes with an open session (%d before): the test cannot see the session's browser", n, base)
 	}
+	if v := metricValue(f.D.Metrics(), "cdpvault_cdp_sessions_active"); v != 1 {
+		t.Errorf("cdpvault_cdp_sessions_active = %v with one session, want 1", v)
+	}
 	if code, body := f.D.API(t, http.MethodDelete, "/api/v1/sessions/"+s.ID, f.Token, nil); code != http.StatusNoContent {
 		t.Fatalf("DELETE session = %d %s", code, body)
 	}
@@ -360,6 +363,9 @@ func TestSessionDeleteClosesSocketsAndStopsBrowser(t *testing.T) {
 		t.Errorf("after DELETE: %v", err)
 	}
 	assertSessionGone(t, f, s)
+	if v := metricValue(f.D.Metrics(), "cdpvault_cdp_sessions_active"); v != 0 {
+		t.Errorf("cdpvault_cdp_sessions_active = %v after DELETE, want 0", v)
+	}
 	if code, _ := f.D.API(t, http.MethodDelete, "/api/v1/sessions/"+s.ID, f.Token, nil); code != http.StatusNotFound {
 		t.Errorf("second DELETE = %d, want 404", code)
 	}
