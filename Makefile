@@ -46,6 +46,8 @@ test: deps
 
 fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzScrub$$' -fuzztime 10s ./redact/
+	$(GO) test -run '^$$' -fuzz '^FuzzEvent$$' -fuzztime 10s ./scrub/
+	$(GO) test -run '^$$' -fuzz '^FuzzContains$$' -fuzztime 10s ./inject/
 
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 30m ./...

@@ -174,6 +174,7 @@ func (c *indexCache) refresh(ctx context.Context, ti *tenantIndex) error {
 		return nil
 	}
 	b := redact.NewBuilder()
+	defer b.Destroy()
 	if err := ti.t.RevealAll(ctx, func(m secretstore.Meta, v *memguard.LockedBuffer) error {
 		return b.Add(m.Name, v.Bytes())
 	}); err != nil {
@@ -241,6 +242,7 @@ func (c *indexCache) refreshLog(ctx context.Context, force bool) error {
 		return nil
 	}
 	b := redact.NewBuilder()
+	defer b.Destroy()
 	for _, t := range handles {
 		if err := t.RevealAll(ctx, func(m secretstore.Meta, v *memguard.LockedBuffer) error {
 			return b.Add(m.Name, v.Bytes())
