@@ -152,8 +152,8 @@ func TestControlScriptsRunToTheEndAgainstDirectChromium(t *testing.T) {
 	if err := json.Unmarshal(out, &results); err != nil {
 		t.Fatalf("pw-refuse.mjs: %v", err)
 	}
-	if len(results) != 14 {
-		t.Errorf("pw-refuse.mjs ran %d attempts, want 14", len(results))
+	if len(results) != 15 {
+		t.Errorf("pw-refuse.mjs ran %d attempts, want 15", len(results))
 	}
 	for _, r := range results {
 		if !r.OK {
@@ -162,6 +162,9 @@ func TestControlScriptsRunToTheEndAgainstDirectChromium(t *testing.T) {
 	}
 	if n := len(site.Received("evil.test", "/api/login")); n != 3 {
 		t.Errorf("evil.test got %d fetch logins, want 3", n)
+	}
+	if n := len(site.Received("sub.acme.test", "/api/login")); n != 1 {
+		t.Errorf("sub.acme.test got %d fetch logins, want 1", n)
 	}
 	// Without a daemon the literal placeholder travels: the test's leak
 	// checks would see a value the same way.

@@ -155,7 +155,7 @@ func TestInjectRefusals(t *testing.T) {
 	}
 	// Refused with the daemon's own CDP error.
 	mustRefuse := map[string]bool{"navigate": true, "extra-http-headers": true, "cookies": true,
-		"cross-origin-iframe-insert": true, "navigated-insert-text": true}
+		"cross-origin-iframe-insert": true, "same-site-iframe-insert": true, "navigated-insert-text": true}
 	// Refused; Playwright retries these until its timeout and reports that.
 	mustFail := map[string]bool{"cross-origin-iframe-fill": true}
 	// Refused, or run with the literal placeholder (callFunctionOn arguments).
@@ -224,6 +224,9 @@ func TestInjectRefusals(t *testing.T) {
 	}
 	if n := len(f.Site.Received("evil.test", "/api/login")); n < 3 {
 		t.Errorf("evil.test got %d fetch logins, want 3 (iframe, navigation, redirect)", n)
+	}
+	if n := len(f.Site.Received("sub.acme.test", "/api/login")); n != 1 {
+		t.Errorf("sub.acme.test got %d fetch logins, want 1 (same-site iframe)", n)
 	}
 	recs, body := f.Audit(t, f.Token)
 	if len(auditMatching(recs, "", "refused")) == 0 {

@@ -134,7 +134,13 @@ func (s *Site) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "received")
 	case r.URL.Path == "/frame":
-		writeHTML(w, framePage(s.Origin("evil")))
+		// ?partner=sub frames sub.acme.test: same site as acme.test, so
+		// Chromium keeps it in the page's process, but another origin.
+		partner := s.Origin("evil")
+		if r.URL.Query().Get("partner") == "sub" {
+			partner = s.Origin("sub.acme")
+		}
+		writeHTML(w, framePage(partner))
 	case r.URL.Path == "/redirect-to-evil":
 		http.Redirect(w, r, s.URL("evil", "/login?autofocus=1"), http.StatusFound)
 	case r.URL.Path == "/echo":

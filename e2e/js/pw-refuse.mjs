@@ -80,6 +80,18 @@ main(async () => {
   if (evilFrame) await submitFetch(evilFrame);
   });
 
+  // The same with a same-site iframe of another origin (sub.acme.test), which
+  // Chromium runs in the page's own process, not as a target of its own.
+  await phase('same-site iframe', async () => {
+  await page.goto(`${ACME}/frame?partner=sub`);
+  const subField = page.frameLocator('#partner').locator('#password');
+  await subField.click();
+  results.push(await attempt('same-site-iframe-insert', () => page.keyboard.insertText(PH)));
+  const subFrame = page.frames().find((f) => f.url().includes('//sub.acme.test'));
+  if (subFrame) await submitFetch(subFrame);
+  else results.push({ name: 'phase same-site iframe', ok: false, error: 'no sub.acme.test frame' });
+  });
+
   // A navigation to another origin right before typing: the field was
   // focused on ACME, then the page went to EVIL where a field has focus.
   await phase('navigation', async () => {
