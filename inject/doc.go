@@ -5,16 +5,57 @@
 // when the frame that owns the focused element has one of the secret's
 // origins, checked against the live page right before each write.
 //
-// It also refuses every other command that carries a placeholder in any
-// common escaping (JSON \u003c, percent-encoding, HTML entities), answers the
-// client with a `cdpvault:` CDP error, and records an audit record and a
-// metric for every attempt. It never logs, returns or labels a value: the
-// value exists in plaintext only inside the memguard buffer the Vault hands
-// over and in the outgoing frame buffer, which is wiped after the write.
+// # Refusals
 //
-// Split placeholders (one command per typed character, as Playwright
-// pressSequentially/type, Puppeteer type and chromedp SendKeys send them) are
-// held per CDP session, answered to the client at once, and either replaced
-// by the value when the placeholder completes or re-sent in order when the
-// text stops spelling a placeholder, at the latest after Options.IdleFlush.
+// Every other command that carries a placeholder, in any common escaping
+// (JSON \u003c at any nesting depth, percent-encoding also doubled, HTML
+// character references, JavaScript \x3c, any mix; see Contains), is answered
+// with a CDP error whose message starts with "cdpvault:" and is never
+// forwarded. The one exception is the `arguments` of Runtime.callFunctionOn
+// (Playwright fill(), chromedp SetValue), which pass through untouched and are
+// never substituted. Nested legacy messages (Target.sendMessageToTarget) are
+// never a sink. Each attempt gets an audit record and a metric, never the
+// value.
+//
+// # Split placeholders
+//
+// Clients that type one character per command (Playwright
+// pressSequentially/type, Puppeteer type, chromedp SendKeys) spell a
+// placeholder over many commands. Per CDP session, the commands that could
+// still spell one are held and answered to the client at once; a key group
+// (keyDown/rawKeyDown, char, keyUp, Shift) is held as a whole. When the text
+// stops matching, the held commands are re-sent in their original order
+// through Conn.Call, before the current command; any other command on the
+// session, a non-text key (Enter, Backspace, a shortcut) or the idle limit
+// (Options.IdleFlush, default 2s) also sends them on.
+//
+// # Where the value is written, and how
+//
+// The origin check runs in an isolated world of our own (Page.createIsolatedWorld
+// with a random, never-announced name; its Runtime.executionContextCreated
+// events are dropped and client commands naming its context ids are refused),
+// so getters the page overrides in its main world are not seen. It walks
+// document.activeElement through the frames it can enter, asks every
+// in-process frame (Page.getFrameTree) when focus sits on a cross-origin
+// frame, and the client's attached out-of-process iframe sessions
+// (Target.attachedToTarget, learnt in Event) through document.hasFocus();
+// if focus is in a frame nobody can verify, it refuses (fail closed). The
+// result for the root frame is cross-checked with the proxy's TargetInfo.
+//
+// For an Input.insertText sink the value is then written in one renderer task
+// that repeats the check and calls execCommand('insertText') in the focused
+// frame (Runtime.callFunctionOn on our world's global, value as an argument),
+// so focus cannot move between check and write; it fires beforeinput and input
+// like Input.insertText. Only if the focused element does not take it
+// (execCommand returns false) is Input.insertText sent. For an
+// Input.dispatchKeyEvent sink (clients typing key by key) the value is typed as
+// a keyDown(text, unmodifiedText, key)/keyUp pair per character, so keydown,
+// keypress, input and keyup fire as for the client's own typing; control
+// characters go through Input.insertText so a value cannot tab away or submit
+// half-typed. Input.imeSetComposition gets the value in its composition text.
+//
+// The value is decrypted by the Vault into a memguard buffer, escaped straight
+// from it into an outgoing params buffer sized once (never regrown), which is
+// wiped when Conn.Call returns; the LockedBuffer is destroyed after the write.
+// It never appears in a log, error, metric label or audit record.
 package inject

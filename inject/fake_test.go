@@ -78,7 +78,12 @@ func (f *fakeConn) Call(ctx context.Context, sid, method string, params any) (js
 		return nil, fmt.Errorf("invalid params JSON for %s: %q", method, b)
 	}
 	f.mu.Lock()
-	defer func() { f.called <- struct{}{} }()
+	defer func() {
+		select {
+		case f.called <- struct{}{}:
+		default: // nobody is waiting
+		}
+	}()
 	defer f.mu.Unlock()
 	if err := f.failCall[method]; err != nil {
 		return nil, err

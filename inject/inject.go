@@ -86,6 +86,8 @@ const (
 	methodIME        = "Input.imeSetComposition"
 
 	defaultIdleFlush = 2 * time.Second
+	// maxHeld bounds the commands held per CDP session.
+	maxHeld = 1024
 	// callTimeout bounds every command the interceptor sends itself, so a
 	// stuck page cannot hang the connection.
 	callTimeout = 10 * time.Second
@@ -476,6 +478,12 @@ func (in *interceptor) sink(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Me
 	switch u.kind {
 	case kindNeutral:
 		if h == nil {
+			return forward, nil
+		}
+		if len(h.cmds) >= maxHeld {
+			// A placeholder is at most ~140 characters; this many commands
+			// without completing one is not typing one.
+			in.flushLocked(ctx, c, sid)
 			return forward, nil
 		}
 		in.holdLocked(sid, h, u, -1)

@@ -603,3 +603,19 @@ func TestNotEditableFallsBackToInsertText(t *testing.T) {
 		t.Fatalf("%+v", e)
 	}
 }
+
+func TestHoldIsBounded(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(o *Options) { o.IdleFlush = time.Hour })
+	typeInsertText(h, "S", "<<")
+	for i := 0; i < maxHeld+10; i++ {
+		h.send("S", methodKeyEvent, `{"type":"keyUp","key":"Shift"}`)
+	}
+	if got := h.c.typed("S"); got != "<<" {
+		t.Fatalf("page got %q", got)
+	}
+	if n := len(h.c.entries()); n != maxHeld+12 {
+		t.Fatalf("%d commands reached the page, want all %d", n, maxHeld+12)
+	}
+	h.everyCommandAnswered()
+}
