@@ -801,11 +801,14 @@ func TestChromiumCrossOriginIframeRefusedByItsOrigin(t *testing.T) {
 			t.Errorf("%s: error %v, want %q", style, err, want)
 		}
 	}
-	if err := e.typeText("keys-puppeteer", "<<secret:framepw>>"); err != nil {
-		t.Fatalf("allowed secret in the iframe: %v", err)
-	}
-	if v := string(e.cl.eval(child, `document.getElementById('pass').value`)); v != `"frame-ok"` {
-		t.Fatalf("iframe field holds %s", v)
+	for _, style := range chromiumStyles {
+		e.cl.eval(child, `document.getElementById('pass').value = ''`)
+		if err := e.typeText(style, "<<secret:framepw>>"); err != nil {
+			t.Fatalf("%s: allowed secret in the iframe: %v", style, err)
+		}
+		if v := string(e.cl.eval(child, `document.getElementById('pass').value`)); v != `"frame-ok"` {
+			t.Fatalf("%s: iframe field holds %s", style, v)
+		}
 	}
 	if e.site.received("evil.test", plainValue) || e.site.received("acme.test", plainValue) {
 		t.Fatal("the refused value reached a site")
@@ -817,8 +820,9 @@ func TestChromiumSameProcessCrossOriginIframeRefused(t *testing.T) {
 	// login.acme.test inside acme.test: same site, so the same renderer
 	// process, but a different origin; the walk enters it with universal
 	// access and names its origin.
-	e := newBrowserEnv(t, map[string]fakeSecret{}, []string{"pw"})
+	e := newBrowserEnv(t, map[string]fakeSecret{}, []string{"pw", "loginpw"})
 	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
+	e.vault.secrets["loginpw"] = fakeSecret{value: "login-ok", origins: []string{e.site.origin("login.acme.test")}}
 	e.navigate(e.site.url("acme.test", "/framed?src="+url.QueryEscape(e.site.url("login.acme.test", "/login?autofocus"))))
 	e.cl.waitEval(e.sid, `document.activeElement && document.activeElement.id === 'fr'`)
 	want := fmt.Sprintf("cdpvault: origin %s is not allowed for secret pw", e.site.origin("login.acme.test"))
@@ -831,6 +835,19 @@ func TestChromiumSameProcessCrossOriginIframeRefused(t *testing.T) {
 	}
 	if e.site.received("login.acme.test", plainValue) {
 		t.Fatal("value received")
+	}
+	// The secret of the iframe's own origin is typed into the iframe.
+	for _, style := range chromiumStyles {
+		if err := e.typeText(style, "<<secret:loginpw>>"); err != nil {
+			t.Fatalf("%s: %v", style, err)
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !e.site.received("login.acme.test", "login-ok") { // beacons are asynchronous
+		if time.Now().After(deadline) {
+			t.Fatal("the iframe's own secret did not arrive there (beacon)")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the browser's requests with a deadline
 	}
 }
 
