@@ -506,6 +506,16 @@ func TestReservedContextAndHiddenWorld(t *testing.T) {
 	if v := h.send("S", "Runtime.evaluate", `{"expression":"1","contextId":8}`); v.Kind != cdpproxy.Forward {
 		t.Fatal("other contexts must pass")
 	}
+	for _, p := range []string{
+		`{"expression":"1","c\u006fntextId":7}`,          // escaped key
+		`{"expression":"1","contextId":7,"contextId":8}`, // duplicate keys
+		`{"expression":"1","contextId":8,"contextId":7}`,
+		`{"nodeId":5,"executionContextId":7}`, // DOM.resolveNode into the world
+	} {
+		if v := h.send("S", "Runtime.evaluate", p); v.Kind != cdpproxy.Reply {
+			t.Errorf("%s reached the check's world", p)
+		}
+	}
 	// A second connection of the same daemon session is guarded too.
 	other := New(Options{})
 	defer other.Close()

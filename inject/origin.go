@@ -368,8 +368,9 @@ type reservedKey struct {
 
 var reserved = struct {
 	sync.Mutex
-	m map[reservedKey]int
-}{m: map[reservedKey]int{}}
+	m      map[reservedKey]int
+	bySess map[*cdpproxy.Session]int
+}{m: map[reservedKey]int{}, bySess: map[*cdpproxy.Session]int{}}
 
 func targetKey(c cdpproxy.Conn, sid string) string {
 	if ti, ok := c.Target(sid); ok && ti.TargetID != "" {
@@ -390,6 +391,7 @@ func (in *interceptor) reserve(c cdpproxy.Conn, sid string, id int64) {
 	in.resKeys = append(in.resKeys, k)
 	reserved.Lock()
 	reserved.m[k]++
+	reserved.bySess[k.sess]++
 	reserved.Unlock()
 }
 
@@ -404,32 +406,91 @@ func (in *interceptor) releaseReserved() {
 		if reserved.m[k]--; reserved.m[k] <= 0 {
 			delete(reserved.m, k)
 		}
+		if reserved.bySess[k.sess]--; reserved.bySess[k.sess] <= 0 {
+			delete(reserved.bySess, k.sess)
+		}
 	}
 }
 
 // reservedContext reports whether a client command names an execution
-// context of the origin check (contextId, executionContextId).
+// context of the origin check (params contextId or executionContextId). It
+// only looks when a check world exists in the daemon session and the
+// message could name a context: it contains "ontextId" or a \u escape (a
+// key can be spelled with escapes, which Chrome's parser accepts).
 func (in *interceptor) reservedContext(c cdpproxy.Conn, m *cdpproxy.Message) bool {
-	if !bytes.Contains(m.Raw, []byte("ontextId")) {
-		return false
-	}
-	var msg struct {
-		Params struct {
-			ContextID          int64 `json:"contextId"`
-			ExecutionContextID int64 `json:"executionContextId"`
-		} `json:"params"`
-	}
-	if err := json.Unmarshal(m.Raw, &msg); err != nil {
-		return false
-	}
 	sess := c.Session()
+	reserved.Lock()
+	has := reserved.bySess[sess] > 0
+	reserved.Unlock()
+	if !has || !(bytes.Contains(m.Raw, []byte("ontextId")) || bytes.Contains(m.Raw, []byte(`\u`))) {
+		return false
+	}
+	ids, ok := contextIDs(m.Raw)
+	if !ok {
+		return true // undecodable: Chrome will refuse it anyway; do not forward
+	}
 	target := targetKey(c, m.SessionID)
 	reserved.Lock()
 	defer reserved.Unlock()
-	for _, id := range []int64{msg.Params.ContextID, msg.Params.ExecutionContextID} {
-		if id != 0 && reserved.m[reservedKey{sess: sess, target: target, id: id}] > 0 {
+	for _, id := range ids {
+		if reserved.m[reservedKey{sess: sess, target: target, id: id}] > 0 {
 			return true
 		}
 	}
 	return false
+}
+
+// contextIDs returns every value of "contextId" and "executionContextId"
+// in every top-level "params" object of a message, with escaped keys
+// unescaped and duplicate keys all counted (parsers differ on which
+// duplicate wins).
+func contextIDs(raw []byte) ([]int64, bool) {
+	var ids []int64
+	ok := walkObject(raw, func(key string, val json.RawMessage) bool {
+		if key != "params" {
+			return true
+		}
+		if len(bytes.TrimSpace(val)) == 0 || bytes.TrimSpace(val)[0] != '{' {
+			return true
+		}
+		return walkObject(val, func(k string, v json.RawMessage) bool {
+			if k == "contextId" || k == "executionContextId" {
+				var id float64
+				if err := json.Unmarshal(v, &id); err == nil {
+					ids = append(ids, int64(id))
+				}
+			}
+			return true
+		})
+	})
+	return ids, ok
+}
+
+// walkObject calls fn for each member of the JSON object raw, in order,
+// duplicates included; false when raw is not one valid object.
+func walkObject(raw []byte, fn func(key string, val json.RawMessage) bool) bool {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return false
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		key, isStr := t.(string)
+		if !isStr {
+			return false
+		}
+		var val json.RawMessage
+		if err := dec.Decode(&val); err != nil {
+			return false
+		}
+		if !fn(key, val) {
+			return false
+		}
+	}
+	t, err := dec.Token()
+	return err == nil && t == json.Delim('}')
 }
