@@ -23,7 +23,7 @@ import (
 // the browser host and the upstream, as in a deployment, where the
 // forwarder runs next to the browser and the upstream is remote.
 //
-//	go test ./geo -run '^$' -bench Fetch200 -benchtime 10x
+//	go test ./geo -run '^$' -bench Fetch200 -benchtime 5x
 func BenchmarkFetch200(b *testing.B) {
 	for _, mode := range []struct {
 		name      string

@@ -445,6 +445,8 @@ func (u *upstream) probe(ctx context.Context) error {
 		return nil
 	}
 	_ = c.SetDeadline(time.Now().Add(u.r.opts.HandshakeTimeout))
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	method := byte(0x00)
 	if u.cfg.Username != "" {
 		method = 0x02
