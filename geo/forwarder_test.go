@@ -826,3 +826,40 @@ func TestPlainRequestToHungUpstreamTimesOut(t *testing.T) {
 		t.Fatalf("answered after %v", d)
 	}
 }
+
+// The browser's CONNECT headers (its own Proxy-Authorization included) never
+// reach the upstream: the forwarder sends a CONNECT of its own.
+func TestConnectSendsOnlyOwnHeaders(t *testing.T) {
+	t.Parallel()
+	ts := newSite(t, true)
+	u0 := newTestUpstream(t, "u0", user(0), pw(0), false)
+	pools, secrets := poolOf(u0.URL())
+	e := newEnv(t, pools, secrets, nil)
+	f := e.open(t, "de")
+	conn, err := net.Dial("tcp", f.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	target := "acme.test:" + ts.port()
+	fmt.Fprintf(conn, "CONNECT %s HTTP/1.1\r\nHost: %s\r\nProxy-Authorization: %s\r\nProxy-Connection: keep-alive\r\nUser-Agent: chrome-ua\r\nX-Leak: 1\r\n\r\n",
+		target, target, basic("chrome", "chrome-own-pass"))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: "CONNECT"})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("CONNECT: %v %v", resp, err)
+	}
+	u0.mu.Lock()
+	defer u0.mu.Unlock()
+	if len(u0.connHdrs) != 1 {
+		t.Fatalf("upstream saw %d CONNECTs", len(u0.connHdrs))
+	}
+	h := u0.connHdrs[0]
+	if got := h.Values("Proxy-Authorization"); len(got) != 1 || got[0] != basic(user(0), pw(0)) {
+		t.Fatalf("upstream Proxy-Authorization = %d values", len(got))
+	}
+	for _, k := range []string{"Proxy-Connection", "User-Agent", "X-Leak"} {
+		if h.Get(k) != "" {
+			t.Errorf("browser header %s reached the upstream", k)
+		}
+	}
+}

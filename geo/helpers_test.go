@@ -123,6 +123,7 @@ type testUpstream struct {
 	wantAuth string
 	mu       sync.Mutex
 	connects []string // CONNECT targets, as received
+	connHdrs []http.Header
 	plain    []string // plain request hosts, as received
 	bad      atomic.Int64
 }
@@ -153,6 +154,7 @@ func newTestUpstream(t testing.TB, name, user, pass string, useTLS bool) *testUp
 		}
 		u.mu.Lock()
 		u.connects = append(u.connects, host)
+		u.connHdrs = append(u.connHdrs, ctx.Req.Header.Clone())
 		u.mu.Unlock()
 		return goproxy.OkConnect, host
 	})
