@@ -348,6 +348,14 @@ func TestSessionDeleteClosesSocketsAndStopsBrowser(t *testing.T) {
 	if n := f.Env.BrowserProcs(); n <= base {
 		t.Fatalf("%d browser processes with an open session (%d before): the test cannot see the session's browser", n, base)
 	}
+	// Another tenant cannot see or end it: exactly like a missing session.
+	if code, body := f.D.API(t, http.MethodDelete, "/api/v1/sessions/"+s.ID, f.BetaToken, nil); code != http.StatusNotFound {
+		t.Errorf("DELETE with another tenant's token = %d %s, want 404", code, body)
+	}
+	if code, body := f.D.API(t, http.MethodGet, "/api/v1/sessions", f.BetaToken, nil); strings.Contains(string(body), s.ID) {
+		t.Errorf("another tenant lists the session: %d %s", code, body)
+	}
+	browser.Evaluate(sid, "1")
 	if v := metricValue(f.D.Metrics(), "cdpvault_cdp_sessions_active"); v != 1 {
 		t.Errorf("cdpvault_cdp_sessions_active = %v with one session, want 1", v)
 	}

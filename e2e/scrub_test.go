@@ -64,6 +64,42 @@ func TestScrubEchoPage(t *testing.T) {
 	}
 }
 
+// TestScrubSecretStoredDuringSession: a secret stored (and one replaced)
+// through the API while a session runs is scrubbed from that session at once.
+func TestScrubSecretStoredDuringSession(t *testing.T) {
+	t.Parallel()
+	f := NewFixture(t, "info")
+	s := f.D.NewSession(t, f.Token, SessionOpts{})
+	// The session is live before the secrets change.
+	runNode(t, "pw-basic.mjs", map[string]string{"CDP_URL": s.CDPURL, "SITE_URL": f.Site.Origin("acme")})
+	late := []byte("LateSecretValue-" + randomHex(6))
+	replaced := []byte("ReplacedPlainValue-" + randomHex(6))
+	for _, c := range []struct {
+		name  string
+		value []byte
+		want  int
+	}{{"late_secret", late, http.StatusCreated}, {acmePlain, replaced, http.StatusOK}} {
+		code, body := f.D.API(t, http.MethodPost, "/api/v1/secrets", f.Token, map[string]any{
+			"name": c.name, "value": string(c.value), "origins": []string{f.Site.Origin("acme")}})
+		if code != c.want {
+			t.Fatalf("POST /api/v1/secrets %s = %d %s, want %d", c.name, code, body, c.want)
+		}
+		if hits := bytesHits(body, c.value); len(hits) > 0 {
+			t.Errorf("POST /api/v1/secrets answered with the value: %v", hits)
+		}
+	}
+	f.Site.SetEchoValues(late, replaced)
+	out := runNode(t, "pw-echo.mjs", map[string]string{"CDP_URL": s.CDPURL, "ECHO_URL": f.Site.URL("acme", "/echo"), "N": "2"})
+	for name, v := range map[string][]byte{"late_secret": late, acmePlain + " (new version)": replaced} {
+		if hits := valueHits(out, v); len(hits) > 0 {
+			t.Errorf("the running session read back %s: %v", name, hits)
+		}
+	}
+	if !bytes.Contains(out, []byte(placeholder("late_secret"))) {
+		t.Errorf("the echo page never showed <<secret:late_secret>>")
+	}
+}
+
 // metricValue sums the samples of a metric family in Prometheus text format
 // (-1 if absent).
 func metricValue(body []byte, name string) float64 {
