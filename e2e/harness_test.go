@@ -536,7 +536,9 @@ func runNodeErr(script string, env map[string]string) ([]byte, string, error) {
 			return nil, "", fmt.Errorf("e2e/node_modules/%s missing: run `make npm-deps` (npm ci in e2e/)", p)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	// Each script also stops itself (SCRIPT_TIMEOUT_MS, default 60 s) and
+	// says where it was; this bound is the backstop.
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", filepath.Join(e2eDir, "js", script))
 	cmd.Dir = e2eDir

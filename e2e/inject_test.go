@@ -143,7 +143,7 @@ func TestInjectRefusals(t *testing.T) {
 	others := []string{placeholder(unusedName), placeholder(acmeOther), placeholder(betaPassword)}
 	othersJSON, _ := json.Marshal(others)
 	out := runNode(t, "pw-refuse.mjs", map[string]string{"CDP_URL": s.CDPURL, "ACME": f.Site.Origin("acme"),
-		"EVIL": f.Site.Origin("evil"), "PH": ph, "OTHERS": string(othersJSON), "SCRIPT_TIMEOUT_MS": "88000"})
+		"EVIL": f.Site.Origin("evil"), "PH": ph, "OTHERS": string(othersJSON), "SCRIPT_TIMEOUT_MS": "120000"})
 	var results []struct {
 		Name  string          `json:"name"`
 		OK    bool            `json:"ok"`
