@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -195,10 +196,11 @@ func dirFiles(t testing.TB, dir string) []string {
 	return out
 }
 
-// encodings returns needles for a value: raw, hex and base64-ish forms.
+// encodings adds needles for a value: raw, hex and base64 forms.
 func encodings(label string, v []byte, into map[string][]byte) {
 	into[label] = v
 	into[label+"/hex"] = []byte(hex.EncodeToString(v))
+	into[label+"/base64"] = []byte(base64.StdEncoding.EncodeToString(v))
 }
 
 // dataKey unwraps a tenant's data key into ordinary memory (test-only, to scan for it).

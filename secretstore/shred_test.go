@@ -130,8 +130,7 @@ func TestNoPlaintextInDataDir(t *testing.T) {
 			for j := 0; j < 8; j++ {
 				v := []byte(fmt.Sprintf("PLAINTEXT-r%d-t%d-s%d-%x", round, ti, j, randBytes(8)))
 				name := fmt.Sprintf("secret%d", j)
-				needles[string(v)] = v
-				needles[string(v)+"/hex"] = []byte(fmt.Sprintf("%x", v))
+				encodings(string(v), v, needles)
 				kind := Kind("")
 				if j%3 == 0 {
 					kind = KindText
