@@ -88,6 +88,9 @@ type cdpConn struct {
 	subs    []chan event
 	seen    []string // every event method+params the client received
 	closed  chan struct{}
+	// toClient, when set, makes cdpConn a proxy: responses to client ids
+	// and events (after Event) are written to the client with it.
+	toClient func([]byte)
 }
 
 type event struct {
@@ -136,9 +139,12 @@ func (c *cdpConn) readLoop() {
 			c.mu.Lock()
 			ch := c.pending[hdr.ID]
 			delete(c.pending, hdr.ID)
+			toClient := c.toClient
 			c.mu.Unlock()
 			if ch != nil {
 				ch <- data
+			} else if toClient != nil && hdr.ID < 1<<30 {
+				toClient(data)
 			}
 			continue
 		}
@@ -151,7 +157,11 @@ func (c *cdpConn) readLoop() {
 		c.mu.Lock()
 		c.seen = append(c.seen, hdr.Method+" "+string(hdr.Params))
 		subs := append([]chan event(nil), c.subs...)
+		toClient := c.toClient
 		c.mu.Unlock()
+		if toClient != nil {
+			toClient(data)
+		}
 		for _, s := range subs {
 			select {
 			case s <- event{hdr.Method, hdr.SessionID, hdr.Params}:
@@ -268,7 +278,15 @@ func (c *cdpConn) Call(ctx context.Context, sid, method string, params any) (jso
 	return r.Result, nil
 }
 
-func (c *cdpConn) WriteClient(data []byte) error { return nil } // Reply verdicts carry the answers here
+func (c *cdpConn) WriteClient(data []byte) error {
+	c.mu.Lock()
+	toClient := c.toClient
+	c.mu.Unlock()
+	if toClient != nil {
+		toClient(data)
+	}
+	return nil
+}
 
 func (c *cdpConn) subscribe() chan event {
 	ch := make(chan event, 1024)
