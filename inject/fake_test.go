@@ -33,6 +33,8 @@ type fakeConn struct {
 	failWrite   error        // the write (execCommand) call fails
 	moved       *focusResult // focus as the write finds it, if it moved after the check
 	notEditable bool         // execCommand does not take the text
+	checksLeft  int          // with moveTo: checks until focus moves
+	moveTo      *focusResult
 }
 
 type logEntry struct {
@@ -114,6 +116,12 @@ func (f *fakeConn) Call(ctx context.Context, sid, method string, params any) (js
 		}
 		if err := json.Unmarshal(b, &p); err != nil {
 			return nil, err
+		}
+		if f.moveTo != nil && !strings.Contains(p.FunctionDeclaration, "execCommand") {
+			if f.checksLeft--; f.checksLeft < 0 {
+				f.focus[sid] = *f.moveTo
+				fr = *f.moveTo
+			}
 		}
 		if strings.Contains(p.FunctionDeclaration, "execCommand") {
 			if f.failWrite != nil {

@@ -629,3 +629,21 @@ func TestHoldIsBounded(t *testing.T) {
 	}
 	h.everyCommandAnswered()
 }
+
+func TestKeyTypingStopsWhenFocusMoves(t *testing.T) {
+	t.Parallel()
+	for name, typeIt := range map[string]typist{"puppeteer": typePuppeteer, "chromedp": typeChromedp} {
+		h := newHarness(t, nil)
+		// The authorising check (before "h") and the checks before "u" and
+		// "n" see acme; then focus moves to evil.test.
+		h.c.checksLeft = 3
+		h.c.moveTo = &focusResult{Origin: "https://evil.test", Focus: true}
+		typeIt(h, "S", "<<secret:pw>>")
+		if got := h.c.typed("S"); got != "hun" {
+			t.Errorf("%s: page got %q, want the three characters typed before focus moved", name, got)
+		}
+		if h.count(ResultRefusedOrigin) != 1 || h.count(ResultInjected) != 0 {
+			t.Errorf("%s: metrics injected=%v refused_origin=%v", name, h.count(ResultInjected), h.count(ResultRefusedOrigin))
+		}
+	}
+}

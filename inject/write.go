@@ -32,7 +32,11 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 	defer cancel()
 	var err error
 	if u.keyMode {
-		err = in.typeKeys(cctx, c, m.SessionID, text, ms, secrets)
+		var moved *focusResult
+		moved, err = in.typeKeys(cctx, c, m.SessionID, loc, origin, text, ms, secrets)
+		if err == nil && moved != nil {
+			return in.refuseMoved(ctx, c, m, ms, secrets, *moved)
+		}
 	} else {
 		var res focusResult
 		res, err = in.writeAt(cctx, c, loc, origin, text, ms, secrets)
@@ -236,14 +240,31 @@ func utf16Len(text []byte, ms []match, secrets map[string]Secret) int {
 }
 
 // typeKeys types text (placeholders replaced) one character at a time with
+// a fresh focus check before each character (key events go wherever focus
+// is when they arrive, and their key field carries the character, so a
+// focus change stops the typing after at most the character in flight), and
 // Input.dispatchKeyEvent keyDown (text, unmodifiedText, key) and keyUp, the
 // events Chrome turns into keydown, keypress, beforeinput, input and keyup.
 // Control characters (tab, newline, ...) go through Input.insertText so a
 // value can neither move focus nor submit a form half-typed.
-func (in *interceptor) typeKeys(ctx context.Context, c cdpproxy.Conn, sid string, text []byte, ms []match, secrets map[string]Secret) error {
+func (in *interceptor) typeKeys(ctx context.Context, c cdpproxy.Conn, sid string, loc focusLoc, origin string, text []byte, ms []match, secrets map[string]Secret) (*focusResult, error) {
 	var scratch [160]byte
+	var moved *focusResult
+	first := true
 	typeRunes := func(b []byte) error {
-		for len(b) > 0 {
+		for len(b) > 0 && moved == nil {
+			if !first { // the first character follows the authorising check
+				r, err := in.evalFocus(ctx, c, loc.sid, loc.frameID)
+				if err != nil {
+					return err
+				}
+				sub := loc.sid != sid || loc.frameID != ""
+				if r.Remote || r.Origin != origin || (sub && !r.Focus) {
+					moved = &r
+					return nil
+				}
+			}
+			first = false
 			_, size := utf8.DecodeRune(b)
 			ch := b[:size]
 			b = b[size:]
@@ -280,14 +301,15 @@ func (in *interceptor) typeKeys(ctx context.Context, c cdpproxy.Conn, sid string
 	pos := 0
 	for _, x := range ms {
 		if err := typeRunes(text[pos:x.start]); err != nil {
-			return err
+			return nil, err
 		}
 		if err := typeRunes(secrets[x.name].Value.Bytes()); err != nil {
-			return err
+			return nil, err
 		}
 		pos = x.end
 	}
-	return typeRunes(text[pos:])
+	err := typeRunes(text[pos:])
+	return moved, err
 }
 
 // ime handles Input.imeSetComposition: placeholders in the composition text
