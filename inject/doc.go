@@ -50,9 +50,13 @@
 // (execCommand returns false) is Input.insertText sent. For an
 // Input.dispatchKeyEvent sink (clients typing key by key) the value is typed as
 // a keyDown(text, unmodifiedText, key)/keyUp pair per character, so keydown,
-// keypress, input and keyup fire as for the client's own typing; control
-// characters go through Input.insertText so a value cannot tab away or submit
-// half-typed. Input.imeSetComposition gets the value in its composition text.
+// keypress, input and keyup fire as for the client's own typing; the focus
+// check is repeated before every character and typing stops if focus moved
+// (key events go wherever focus is and carry the character, so at most the
+// character in flight can reach the new frame); control characters go
+// through Input.insertText so a value cannot tab away or submit half-typed.
+// Input.imeSetComposition gets the value in its composition text after the
+// same check (check then write, no atomic re-check).
 //
 // The value is decrypted by the Vault into a memguard buffer, escaped straight
 // from it into an outgoing params buffer sized once (never regrown), which is
