@@ -1,0 +1,469 @@
+package ctxguard
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cdpvault/cdpvault/cdpproxy"
+)
+
+// Refusal messages (part of what agents see; tests pin them).
+const (
+	MsgProxyServer   = "cdpvault: proxyServer is set by cdpvault for geo sessions"
+	MsgCreateTarget  = "cdpvault: geo sessions in attach mode open pages only in their own browser context; call Target.createBrowserContext first"
+	MsgBrowserClose  = "cdpvault: the browser is shared (attach mode); it cannot be closed or crashed from a session"
+	MsgForeignCtx    = "cdpvault: geo sessions in attach mode may only use their own browser contexts (created with Target.createBrowserContext)"
+	MsgForeignTarget = "cdpvault: geo sessions in attach mode may only use targets in their own browser contexts"
+	MsgRootDomain    = "cdpvault: on the browser session a geo session in attach mode may only use Target, Browser.getVersion, SystemInfo, Schema and context-scoped commands of its own browser contexts"
+	MsgBrowserTarget = "cdpvault: Target.attachToBrowserTarget is not available to geo sessions in attach mode"
+	MsgTargetMethod  = "cdpvault: this Target method is not available to geo sessions in attach mode"
+	MsgNoProxy       = "cdpvault: the session's geo proxy is not available"
+	MsgNested        = "cdpvault: Target.createBrowserContext cannot be sent through Target.sendMessageToTarget"
+	MsgMalformed     = "cdpvault: command params must be a JSON object without repeated members"
+)
+
+// lookupTimeout bounds the Target.getTargetInfo a check may need.
+const lookupTimeout = 10 * time.Second
+
+// maxTargets bounds the per-session cache of target contexts.
+const maxTargets = 1 << 16
+
+// Options configure a Guard.
+type Options struct {
+	// ProxyServer is the geo forwarder's URL, e.g. "http://127.0.0.1:41234"
+	// (geo.Forwarder.ProxyURL()). Empty: every createBrowserContext is
+	// refused (fail closed).
+	ProxyServer string
+	// BypassList is given as proxyBypassList; use geo.ProxyBypassList
+	// ("<-loopback>") so loopback goes through the forwarder too.
+	BypassList string
+	// Logger receives refusals (method and rule, never a payload); nil
+	// discards.
+	Logger *slog.Logger
+}
+
+// Guard is one geo daemon session's confinement in attach mode: the browser
+// contexts it created (with the pool's proxy) and what it learned of the
+// targets in them. It is shared by all of the session's connections and
+// safe for concurrent use.
+type Guard struct {
+	o   Options
+	log *slog.Logger
+
+	mu      sync.Mutex
+	allowed map[string]struct{} // browserContextId
+	targets map[string]string   // targetId -> browserContextId
+}
+
+// NewGuard creates the Guard of one daemon session. It starts nothing.
+func NewGuard(o Options) *Guard {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Guard{o: o, log: log, allowed: map[string]struct{}{}, targets: map[string]string{}}
+}
+
+// Interceptor returns the interceptor for one connection of the session;
+// the daemon's Factory calls it for every connection and puts it first.
+func (g *Guard) Interceptor() cdpproxy.Interceptor {
+	return &geoConn{g: g, creating: map[pendKey]struct{}{}, targetsIn: map[pendKey]string{}}
+}
+
+// Contexts returns the browser contexts the session created, sorted.
+func (g *Guard) Contexts() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]string, 0, len(g.allowed))
+	for id := range g.allowed {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Allowed reports whether browserContextID is one of the session's.
+func (g *Guard) Allowed(browserContextID string) bool {
+	if browserContextID == "" {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.allowed[browserContextID]
+	return ok
+}
+
+func (g *Guard) allow(id string) {
+	g.mu.Lock()
+	g.allowed[id] = struct{}{}
+	g.mu.Unlock()
+}
+
+func (g *Guard) forget(id string) {
+	g.mu.Lock()
+	delete(g.allowed, id)
+	g.mu.Unlock()
+}
+
+func (g *Guard) learnTarget(targetID, browserContextID string) {
+	if targetID == "" || browserContextID == "" {
+		return
+	}
+	g.mu.Lock()
+	if len(g.targets) >= maxTargets {
+		clear(g.targets) // a cache: lookups fall back to Target.getTargetInfo
+	}
+	g.targets[targetID] = browserContextID
+	g.mu.Unlock()
+}
+
+func (g *Guard) targetContext(targetID string) (string, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	id, ok := g.targets[targetID]
+	return id, ok
+}
+
+func (g *Guard) dropTarget(targetID string) {
+	g.mu.Lock()
+	delete(g.targets, targetID)
+	g.mu.Unlock()
+}
+
+type pendKey struct {
+	sid string
+	id  int64
+}
+
+// geoConn is the Guard's interceptor on one connection.
+type geoConn struct {
+	g *Guard
+
+	mu        sync.Mutex
+	creating  map[pendKey]struct{} // rewritten createBrowserContext awaiting its response
+	targetsIn map[pendKey]string   // createTarget awaiting its response -> its context
+}
+
+func (ic *geoConn) refuse(c cdpproxy.Conn, m *cdpproxy.Message, msg string) (cdpproxy.Verdict, error) {
+	sid := ""
+	if s := c.Session(); s != nil {
+		sid = s.ID
+	}
+	ic.g.log.Info("cdp command refused by geo context guard", "session", sid, "method", m.Method, "reason", msg)
+	return cdpproxy.Verdict{Kind: cdpproxy.Reply, Data: cdpproxy.ErrorReply(m, msg)}, nil
+}
+
+var forward = cdpproxy.Verdict{}
+
+// Target methods that only reveal or detach (rule 8).
+var passTarget = map[string]bool{
+	"Target.setAutoAttach": true, "Target.setDiscoverTargets": true, "Target.getTargets": true,
+	"Target.getTargetInfo": true, "Target.getBrowserContexts": true, "Target.detachFromTarget": true,
+	"Target.setRemoteLocations": true, "Target.sendMessageToTarget": true,
+}
+
+// Target methods acting on a targetId (rule 6).
+var targetScoped = map[string]bool{
+	"Target.attachToTarget": true, "Target.activateTarget": true, "Target.closeTarget": true,
+	"Target.exposeDevToolsProtocol": true, "Target.autoAttachRelated": true, "Target.openDevTools": true,
+}
+
+// Browser methods allowed on the browser session (rule 9).
+var rootBrowser = map[string]bool{
+	"Browser.getVersion": true, "Browser.getWindowForTarget": true, "Browser.getWindowBounds": true,
+	"Browser.setWindowBounds": true, "Browser.getHistograms": true, "Browser.getHistogram": true,
+}
+
+// Browser methods allowed on the browser session with an allowed
+// browserContextId (rule 9).
+var rootContextScoped = map[string]bool{
+	"Browser.setDownloadBehavior": true, "Browser.cancelDownload": true, "Browser.grantPermissions": true,
+	"Browser.resetPermissions": true, "Browser.setPermission": true,
+}
+
+func isBrowserKill(method string) bool {
+	switch method {
+	case "Browser.close", "Browser.crash", "Browser.crashGpuProcess":
+		return true
+	}
+	return false
+}
+
+// Command implements cdpproxy.Interceptor.
+func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	msg, err := object(m.Raw)
+	if err != nil {
+		return ic.refuse(c, m, MsgMalformed)
+	}
+	params, err := object(msg["params"])
+	if err != nil {
+		return ic.refuse(c, m, MsgMalformed)
+	}
+	if isBrowserKill(m.Method) {
+		return ic.refuse(c, m, MsgBrowserClose)
+	}
+	_, hasBC := params["browserContextId"]
+	bc, _ := str(params, "browserContextId")
+	if hasBC && !ic.g.Allowed(bc) {
+		if m.Method == "Target.createTarget" {
+			return ic.refuse(c, m, MsgCreateTarget)
+		}
+		return ic.refuse(c, m, MsgForeignCtx)
+	}
+
+	switch {
+	case m.Method == "Target.createBrowserContext":
+		return ic.createContext(c, m, msg, params)
+	case m.Method == "Target.createTarget":
+		if !hasBC { // an allowed one was checked above
+			return ic.refuse(c, m, MsgCreateTarget)
+		}
+		if m.HasID && !m.Nested {
+			ic.mu.Lock()
+			ic.targetsIn[pendKey{m.SessionID, m.ID}] = bc
+			ic.mu.Unlock()
+		}
+		return forward, nil
+	case m.Method == "Target.disposeBrowserContext":
+		if !hasBC {
+			return ic.refuse(c, m, MsgForeignCtx)
+		}
+		ic.g.forget(bc) // from now on nothing may use it, whatever Chrome answers
+		return forward, nil
+	case targetScoped[m.Method]:
+		tid, _ := str(params, "targetId")
+		ok, why := ic.targetAllowed(ctx, c, tid)
+		if !ok {
+			return ic.refuse(c, m, why)
+		}
+		return forward, nil
+	case m.Method == "Target.attachToBrowserTarget":
+		return ic.refuse(c, m, MsgBrowserTarget)
+	case passTarget[m.Method]:
+		return forward, nil
+	case strings.HasPrefix(m.Method, "Target."):
+		return ic.refuse(c, m, MsgTargetMethod)
+	case m.Method == "Runtime.runIfWaitingForDebugger":
+		return forward, nil
+	}
+
+	if m.SessionID == "" {
+		root, ok := c.Target("")
+		if !ok {
+			return ic.refuse(c, m, MsgForeignTarget)
+		}
+		if root.Type == "browser" {
+			return ic.rootCommand(c, m, hasBC)
+		}
+		// page-level socket: the page itself must be in an allowed context
+		if ok, why := ic.targetAllowed(ctx, c, root.TargetID); !ok {
+			return ic.refuse(c, m, why)
+		}
+		return forward, nil
+	}
+	ti, ok := c.Target(m.SessionID)
+	if !ok {
+		return ic.refuse(c, m, MsgForeignTarget)
+	}
+	if ti.Type == "browser" {
+		return ic.rootCommand(c, m, hasBC)
+	}
+	if ti.BrowserContext != "" {
+		ic.g.learnTarget(ti.TargetID, ti.BrowserContext)
+		if !ic.g.Allowed(ti.BrowserContext) {
+			return ic.refuse(c, m, MsgForeignTarget)
+		}
+		return forward, nil
+	}
+	if ok, why := ic.targetAllowed(ctx, c, ti.TargetID); !ok {
+		return ic.refuse(c, m, why)
+	}
+	return forward, nil
+}
+
+// rootCommand applies rule 9 (the browser session's own commands).
+func (ic *geoConn) rootCommand(c cdpproxy.Conn, m *cdpproxy.Message, hasBC bool) (cdpproxy.Verdict, error) {
+	switch {
+	case rootBrowser[m.Method]:
+		return forward, nil
+	case rootContextScoped[m.Method], strings.HasPrefix(m.Method, "Storage."):
+		if hasBC { // allowed: checked by rule 3
+			return forward, nil
+		}
+		return ic.refuse(c, m, MsgForeignCtx)
+	case strings.HasPrefix(m.Method, "SystemInfo."), strings.HasPrefix(m.Method, "Schema."):
+		return forward, nil
+	}
+	return ic.refuse(c, m, MsgRootDomain)
+}
+
+// targetAllowed tells whether targetID lives in an allowed context, and if
+// not, why.
+func (ic *geoConn) targetAllowed(ctx context.Context, c cdpproxy.Conn, targetID string) (bool, string) {
+	if targetID == "" {
+		return false, MsgForeignTarget
+	}
+	if bc, ok := ic.g.targetContext(targetID); ok {
+		return ic.g.Allowed(bc), MsgForeignTarget
+	}
+	cctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	res, err := c.Call(cctx, "", "Target.getTargetInfo", map[string]string{"targetId": targetID})
+	if err != nil {
+		ic.g.log.Debug("geo context guard: target lookup failed", "err", err)
+		return false, MsgForeignTarget
+	}
+	var r struct {
+		TargetInfo struct {
+			TargetID         string `json:"targetId"`
+			BrowserContextID string `json:"browserContextId"`
+		} `json:"targetInfo"`
+	}
+	if json.Unmarshal(res, &r) != nil || r.TargetInfo.TargetID != targetID || r.TargetInfo.BrowserContextID == "" {
+		return false, MsgForeignTarget
+	}
+	ic.g.learnTarget(targetID, r.TargetInfo.BrowserContextID)
+	return ic.g.Allowed(r.TargetInfo.BrowserContextID), MsgForeignTarget
+}
+
+// createContext applies rule 4.
+func (ic *geoConn) createContext(c cdpproxy.Conn, m *cdpproxy.Message, msg, params map[string]json.RawMessage) (cdpproxy.Verdict, error) {
+	_, ps := params["proxyServer"]
+	_, pb := params["proxyBypassList"]
+	if ps || pb {
+		return ic.refuse(c, m, MsgProxyServer)
+	}
+	if m.Nested {
+		return ic.refuse(c, m, MsgNested)
+	}
+	if ic.g.o.ProxyServer == "" || !m.HasID {
+		return ic.refuse(c, m, MsgNoProxy)
+	}
+	var err error
+	if params["proxyServer"], err = json.Marshal(ic.g.o.ProxyServer); err != nil {
+		return cdpproxy.Verdict{}, fmt.Errorf("encode proxyServer: %w", err)
+	}
+	if ic.g.o.BypassList != "" {
+		if params["proxyBypassList"], err = json.Marshal(ic.g.o.BypassList); err != nil {
+			return cdpproxy.Verdict{}, fmt.Errorf("encode proxyBypassList: %w", err)
+		}
+	}
+	if msg["params"], err = json.Marshal(params); err != nil {
+		return cdpproxy.Verdict{}, fmt.Errorf("encode params: %w", err)
+	}
+	out, err := json.Marshal(msg)
+	if err != nil {
+		return cdpproxy.Verdict{}, fmt.Errorf("encode command: %w", err)
+	}
+	ic.mu.Lock()
+	ic.creating[pendKey{m.SessionID, m.ID}] = struct{}{}
+	ic.mu.Unlock()
+	return cdpproxy.Verdict{Kind: cdpproxy.Replace, Data: out}, nil
+}
+
+// Event implements cdpproxy.Interceptor: it learns the contexts created by
+// rewritten commands and the contexts of targets. It forwards everything.
+func (ic *geoConn) Event(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	switch {
+	case m.Method == "" && m.HasID && m.ReplyTo == "Target.createBrowserContext":
+		k := pendKey{m.SessionID, m.ID}
+		ic.mu.Lock()
+		_, mine := ic.creating[k]
+		delete(ic.creating, k)
+		ic.mu.Unlock()
+		if !mine {
+			return forward, nil
+		}
+		var r struct {
+			Result struct {
+				BrowserContextID string `json:"browserContextId"`
+			} `json:"result"`
+		}
+		if json.Unmarshal(m.Raw, &r) == nil && r.Result.BrowserContextID != "" {
+			ic.g.allow(r.Result.BrowserContextID)
+		}
+	case m.Method == "" && m.HasID && m.ReplyTo == "Target.createTarget":
+		k := pendKey{m.SessionID, m.ID}
+		ic.mu.Lock()
+		bc, mine := ic.targetsIn[k]
+		delete(ic.targetsIn, k)
+		ic.mu.Unlock()
+		var r struct {
+			Result struct {
+				TargetID string `json:"targetId"`
+			} `json:"result"`
+		}
+		if mine && json.Unmarshal(m.Raw, &r) == nil {
+			ic.g.learnTarget(r.Result.TargetID, bc)
+		}
+	case m.Method == "Target.attachedToTarget", m.Method == "Target.targetCreated", m.Method == "Target.targetInfoChanged":
+		var e struct {
+			Params struct {
+				TargetInfo struct {
+					TargetID         string `json:"targetId"`
+					BrowserContextID string `json:"browserContextId"`
+				} `json:"targetInfo"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(m.Raw, &e) == nil {
+			ic.g.learnTarget(e.Params.TargetInfo.TargetID, e.Params.TargetInfo.BrowserContextID)
+		}
+	case m.Method == "Target.targetDestroyed":
+		var e struct {
+			Params struct {
+				TargetID string `json:"targetId"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(m.Raw, &e) == nil {
+			ic.g.dropTarget(e.Params.TargetID)
+		}
+	}
+	return forward, nil
+}
+
+// Close implements cdpproxy.Interceptor. The session's contexts stay
+// allowed for its other and later connections.
+func (ic *geoConn) Close() {
+	ic.mu.Lock()
+	clear(ic.creating)
+	clear(ic.targetsIn)
+	ic.mu.Unlock()
+}
+
+// NewShared returns the interceptor for a connection of a non-geo session in
+// attach mode: it refuses Browser.close, Browser.crash and
+// Browser.crashGpuProcess (also when nested) and forwards everything else.
+func NewShared(o Options) cdpproxy.Interceptor {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &sharedConn{log: log}
+}
+
+type sharedConn struct{ log *slog.Logger }
+
+func (s *sharedConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	if isBrowserKill(m.Method) {
+		sid := ""
+		if ss := c.Session(); ss != nil {
+			sid = ss.ID
+		}
+		s.log.Info("cdp command refused: shared browser", "session", sid, "method", m.Method)
+		return cdpproxy.Verdict{Kind: cdpproxy.Reply, Data: cdpproxy.ErrorReply(m, MsgBrowserClose)}, nil
+	}
+	return forward, nil
+}
+
+func (s *sharedConn) Event(context.Context, cdpproxy.Conn, *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	return forward, nil
+}
+
+func (s *sharedConn) Close() {}
