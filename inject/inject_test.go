@@ -647,3 +647,23 @@ func TestKeyTypingStopsWhenFocusMoves(t *testing.T) {
 		}
 	}
 }
+
+func TestPlaceholderThenStartOfAnother(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(o *Options) { o.IdleFlush = time.Hour })
+	h.send("S", methodInsertText, `{"text":"a<<secret:pw>>b<<sec"}`)
+	if got := h.c.typed("S"); got != "ahunter2b" {
+		t.Fatalf("page got %q", got)
+	}
+	typeInsertText(h, "S", "ret:any>>!")
+	if got := h.c.typed("S"); got != "ahunter2banywhere!" {
+		t.Fatalf("page got %q", got)
+	}
+	// The same tail that turns out not to be a placeholder is typed as is.
+	h.send("S", methodInsertText, `{"text":"<<secret:pw>> <<se"}`)
+	h.send("S", methodInsertText, `{"text":"x"}`)
+	if got := h.c.typed("S"); got != "ahunter2banywhere!hunter2 <<sex" {
+		t.Fatalf("page got %q", got)
+	}
+	h.everyCommandAnswered()
+}
