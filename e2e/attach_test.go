@@ -1,0 +1,204 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mafredri/cdp"
+	"github.com/mafredri/cdp/devtool"
+	"github.com/mafredri/cdp/protocol/page"
+	"github.com/mafredri/cdp/protocol/runtime"
+	"github.com/mafredri/cdp/rpcc"
+)
+
+// Attach mode (issue 3): chrome.url points sessions at a Chromium the
+// operator runs; the daemon proxies it and never stops it.
+
+// attachEnv launches a Chromium itself and an env whose config attaches to it.
+func attachEnv(t *testing.T, logLevel string) (*Env, *DirectChrome) {
+	t.Helper()
+	chrome := StartDirectChrome(t)
+	env := NewEnv(t, logLevel)
+	cfg := "log: {level: " + logLevel + ", format: json}\nchrome:\n  url: " + chrome.CDPURL + "\n"
+	if err := os.WriteFile(env.Config, []byte(cfg), 0o600); err != nil {
+		t.Fatalf("write config: %v", err)
+	}
+	return env, chrome
+}
+
+// readyzStatus is the status of GET /readyz.
+func readyzStatus(t *testing.T, d *Daemon) (int, []byte) {
+	t.Helper()
+	return httpDo(t, http.MethodGet, "http://"+d.Addr+"/readyz", nil)
+}
+
+// directAlive reports whether the externally launched Chromium still answers
+// on its own DevTools port, over HTTP and over its browser socket.
+func directAlive(t *testing.T, chrome *DirectChrome) bool {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(chrome.CDPURL + "/json/version")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	ws, _, err := websocket.DefaultDialer.Dial(chrome.WSURL, nil)
+	if err != nil {
+		return false
+	}
+	defer ws.Close()
+	ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := ws.WriteMessage(websocket.TextMessage, []byte(`{"id":1,"method":"Browser.getVersion"}`)); err != nil {
+		return false
+	}
+	_, b, err := ws.ReadMessage()
+	return err == nil && strings.Contains(string(b), `"product"`)
+}
+
+func TestAttachMode(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	env, chrome := attachEnv(t, "info")
+	token := env.Tenant("acme")
+	d := env.Start()
+	if code, body := readyzStatus(t, d); code != http.StatusOK {
+		t.Fatalf("/readyz in attach mode with Chrome up = %d %s, want 200", code, body)
+	}
+
+	s := d.NewSession(t, token, SessionOpts{})
+	// ws_url is the attached browser's own socket, through the daemon.
+	browserID := path.Base(chrome.WSURL)
+	if want := "ws://" + d.Addr + "/session/"; !strings.HasPrefix(s.WSURL, want) || !strings.HasSuffix(s.WSURL, "/devtools/browser/"+browserID) {
+		t.Errorf("ws_url %s: want %s<token>/devtools/browser/%s (the attached browser, through the daemon)", s.WSURL, want, browserID)
+	}
+
+	// Raw client on ws_url: a page, a navigation, an evaluation.
+	r := DialRaw(t, s.WSURL)
+	tid, sid := r.NewPageSession("about:blank")
+	r.Navigate(sid, site.URL("acme", "/login?client=raw"))
+	if got := string(r.Evaluate(sid, "document.title + ':' + (6*7)")); got != `"Login at acme.test:42"` {
+		t.Errorf("evaluate through ws_url = %s", got)
+	}
+	if len(site.Received("acme.test", "/login")) != 1 {
+		t.Errorf("the site saw %d logins pages, want 1", len(site.Received("acme.test", "/login")))
+	}
+	// The page lives in the externally launched browser.
+	code, body := httpDo(t, http.MethodGet, chrome.CDPURL+"/json/list", nil)
+	if code != http.StatusOK || !strings.Contains(string(body), tid) {
+		t.Errorf("the attached Chrome's own /json/list (%d) does not list the session's page %s", code, tid)
+	}
+
+	// mafredri/cdp through cdp_url: discovery, a page socket, navigate, evaluate.
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	devt := devtool.New(s.CDPURL)
+	pt, err := devt.Create(ctx)
+	if err != nil {
+		t.Fatalf("devtool create: %v", err)
+	}
+	if !strings.HasPrefix(pt.WebSocketDebuggerURL, "ws://"+d.Addr+"/session/") {
+		t.Errorf("page socket URL %s does not point through the daemon", pt.WebSocketDebuggerURL)
+	}
+	conn, err := rpcc.DialContext(ctx, pt.WebSocketDebuggerURL)
+	if err != nil {
+		t.Fatalf("rpcc dial: %v", err)
+	}
+	defer conn.Close()
+	c := cdp.NewClient(conn)
+	load, err := c.Page.LoadEventFired(ctx)
+	if err != nil {
+		t.Fatalf("load events: %v", err)
+	}
+	if err := c.Page.Enable(ctx); err != nil {
+		t.Fatalf("Page.enable: %v", err)
+	}
+	if _, err := c.Page.Navigate(ctx, page.NewNavigateArgs(site.URL("acme", "/blank?client=mafredri"))); err != nil {
+		t.Fatalf("Page.navigate: %v", err)
+	}
+	if _, err := load.Recv(); err != nil {
+		t.Fatalf("load event: %v", err)
+	}
+	load.Close()
+	ev, err := c.Runtime.Evaluate(ctx, runtime.NewEvaluateArgs("document.title + ':' + location.search"))
+	if err != nil || string(ev.Result.Value) != `"blank:?client=mafredri"` {
+		t.Errorf("mafredri/cdp evaluate = %v, %v", ev, err)
+	}
+
+	// Attach mode launches nothing.
+	if n := env.BrowserProcs(); n != 0 {
+		t.Errorf("%d browser processes belong to the daemon in attach mode, want 0", n)
+	}
+
+	// DELETE: the session's sockets close, the attached Chrome lives on.
+	if code, body := d.API(t, http.MethodDelete, "/api/v1/sessions/"+s.ID, token, nil); code != http.StatusNoContent {
+		t.Fatalf("DELETE session = %d %s", code, body)
+	}
+	if closed, _, err := r.WaitClosed(15 * time.Second); !closed {
+		t.Errorf("browser socket after DELETE: no close frame: %v", err)
+	}
+	if code, _ := httpDo(t, http.MethodGet, s.CDPURL+"/json/version", nil); code != http.StatusNotFound && code != http.StatusUnauthorized {
+		t.Errorf("discovery of the deleted session = %d, want 401/404", code)
+	}
+	if !directAlive(t, chrome) {
+		t.Fatalf("the externally launched Chromium no longer answers after DELETE: attach mode must never stop it")
+	}
+	if code, body := readyzStatus(t, d); code != http.StatusOK {
+		t.Errorf("/readyz after DELETE = %d %s, want 200", code, body)
+	}
+
+	// A second session is open when the attached Chrome goes away.
+	s2 := d.NewSession(t, token, SessionOpts{})
+	r2 := DialRaw(t, s2.WSURL)
+	r2.MustCall("", "Browser.getVersion", nil, nil)
+	direct := DialRaw(t, chrome.WSURL)
+	direct.Send("", "Browser.close", nil) // Chrome may exit before it answers
+	if _, _, err := direct.WaitClosed(waitTimeout); err != nil && strings.Contains(err.Error(), "still open") {
+		t.Fatalf("Chrome did not close: %v", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, body := readyzStatus(t, d)
+		if code == http.StatusServiceUnavailable {
+			var e struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			if err := json.Unmarshal(body, &e); err != nil || e.Error.Code == "" {
+				t.Errorf("/readyz 503 body %s: want the JSON error form", body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d %s 15 s after the attached Chrome exited, want 503", code, body)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the daemon's view of an external process
+	}
+	// The open session's socket ends with a close frame, not a hang.
+	if closed, code, err := r2.WaitClosed(15 * time.Second); !closed {
+		t.Errorf("session socket when the attached Chrome died: no close frame: %v", err)
+	} else {
+		t.Logf("session socket closed with code %d when Chrome died", code)
+	}
+	// New sessions fail with a clear JSON error while no Chrome is there.
+	code, body = d.API(t, http.MethodPost, "/api/v1/sessions", token, SessionOpts{})
+	var e struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if code < 500 || json.Unmarshal(body, &e) != nil || e.Error.Code == "" {
+		t.Errorf("POST /api/v1/sessions with the attached Chrome gone = %d %s, want a 5xx JSON error", code, body)
+	}
+	// The daemon itself keeps running.
+	if code, _ := httpDo(t, http.MethodGet, "http://"+d.Addr+"/healthz", nil); code != http.StatusOK {
+		t.Errorf("/healthz with the attached Chrome gone = %d, want 200 (alive, not ready)", code)
+	}
+}
