@@ -202,3 +202,126 @@ func TestAttachMode(t *testing.T) {
 		t.Errorf("/healthz with the attached Chrome gone = %d, want 200 (alive, not ready)", code)
 	}
 }
+
+// TestAttachModeIsolatesTenants: sessions of two tenants attached to one
+// Chrome. Tenant beta's page shows beta's secret; tenant acme's agent must
+// not see that page or read the value, neither while beta's session runs
+// nor after it ended (the attached browser outlives sessions). Every
+// cross-tenant attempt must look like "not found" (issue 2) and no secret
+// may reach an agent (issue 5); a shared browser must not be a way around
+// both.
+func TestAttachModeIsolatesTenants(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	env, _ := attachEnv(t, "info")
+	acme := env.Tenant("acme")
+	beta := env.Tenant("beta")
+	betaValue := []byte("Beta attach secret " + randomHex(8))
+	env.SetSecret("beta", "beta_attach", betaValue, site.Origin("acme"))
+	d := env.Start()
+	site.SetEchoValues(betaValue)
+
+	sb := d.NewSession(t, beta, SessionOpts{Secrets: []string{"beta_attach"}})
+	rb := DialRaw(t, sb.WSURL)
+	betaTarget, betaSID := rb.NewPageSession("about:blank")
+	rb.Navigate(betaSID, site.URL("acme", "/echo?tenant=beta"))
+	// Control: the page really shows the value, and beta's own agent reads
+	// the placeholder.
+	if len(site.Received("acme.test", "/echo")) != 1 {
+		t.Fatalf("beta's echo page was not served")
+	}
+	if got := string(rb.Evaluate(betaSID, "document.getElementById('raw0').textContent")); got != `"`+placeholder("beta_attach")+`"` {
+		t.Errorf("beta's own agent reads %s, want its placeholder", got)
+	}
+
+	probe := func(what string) {
+		t.Helper()
+		sa := d.NewSession(t, acme, SessionOpts{})
+		rec := &recorder{}
+		ra := DialRawRecorded(t, sa.WSURL, rec)
+		var ts struct {
+			TargetInfos []struct {
+				TargetID string `json:"targetId"`
+				Type     string `json:"type"`
+				URL      string `json:"url"`
+			} `json:"targetInfos"`
+		}
+		ra.MustCall("", "Target.getTargets", nil, &ts)
+		for _, ti := range ts.TargetInfos {
+			if ti.TargetID == betaTarget {
+				t.Errorf("%s: tenant acme's session lists tenant beta's page %s (%s)", what, ti.TargetID, ti.URL)
+			}
+			if ti.Type != "page" {
+				continue
+			}
+			// Read every page the session can reach, as an attacker would.
+			resp := ra.Call("", "Target.attachToTarget", map[string]any{"targetId": ti.TargetID, "flatten": true})
+			var at struct {
+				SessionID string `json:"sessionId"`
+			}
+			if resp.Error != nil || json.Unmarshal(resp.Result, &at) != nil {
+				continue
+			}
+			ra.Call(at.SessionID, "Runtime.evaluate", map[string]any{"expression": "document.documentElement.outerHTML", "returnByValue": true})
+		}
+		_, disc := httpDo(t, http.MethodGet, sa.CDPURL+"/json/list", nil)
+		if hits := valueHits(disc, betaValue); len(hits) > 0 {
+			t.Errorf("%s: tenant acme's /json/list holds tenant beta's secret: %v", what, hits)
+		}
+		if strings.Contains(string(disc), betaTarget) {
+			t.Errorf("%s: tenant acme's /json/list lists tenant beta's page %s", what, betaTarget)
+		}
+		if hits := bytesHits(rec.Bytes(), betaValue); len(hits) > 0 {
+			t.Errorf("%s: tenant acme's agent read tenant beta's secret value over CDP: %v", what, hits)
+		}
+	}
+	probe("while beta's session runs")
+	if code, body := d.API(t, http.MethodDelete, "/api/v1/sessions/"+sb.ID, beta, nil); code != http.StatusNoContent {
+		t.Fatalf("DELETE beta's session = %d %s", code, body)
+	}
+	probe("after beta's session ended")
+}
+
+// TestAttachModeGeo: issue 6 says "In attach mode, the daemon sets
+// proxyServer on the session's Target.createBrowserContext and refuses an
+// agent-supplied one." A geo session on an attached Chrome sends its pages
+// through the pool, never directly, and the agent cannot set its own proxy.
+func TestAttachModeGeo(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	pw := []byte("Attach-geo-pw-" + randomHex(8))
+	live := newStampUpstream(t, "attach-live", "geo-user", string(pw))
+	env, chrome := attachEnv(t, "info")
+	env.Tenant("ops")
+	env.SetSecret("ops", "proxy_de_1", pw)
+	token := env.Tenant("acme")
+	cfg := "log: {level: info, format: json}\nchrome:\n  url: " + chrome.CDPURL + "\n" +
+		"geo:\n  credentials_tenant: ops\n  pools:\n    de:\n      timezone: Europe/Berlin\n      locale: de-DE\n" +
+		"      upstreams:\n        - {url: \"" + live.srv.URL + "\", username: geo-user, password_secret: proxy_de_1}\n"
+	if err := os.WriteFile(env.Config, []byte(cfg), 0o600); err != nil {
+		t.Fatalf("write config: %v", err)
+	}
+	d := env.Start()
+	code, body := d.API(t, http.MethodPost, "/api/v1/sessions", token, geoSessionOpts{Secrets: []string{}, Geo: "de"})
+	if code != http.StatusCreated {
+		t.Fatalf("POST /api/v1/sessions geo=de in attach mode = %d %s, want 201 (issue 6: the daemon sets proxyServer on the session's browser context)", code, body)
+	}
+	var s Session
+	if err := json.Unmarshal(body, &s); err != nil || s.WSURL == "" {
+		t.Fatalf("session body %s: %v", body, err)
+	}
+	t.Cleanup(func() { d.API(t, http.MethodDelete, "/api/v1/sessions/"+s.ID, token, nil) })
+	r := DialRaw(t, s.WSURL)
+	_, sid := r.NewPageSession("about:blank")
+	r.Navigate(sid, site.URL("acme", "/blank?route=attach-geo"))
+	if n := len(site.Received("acme.test", "/blank")); n != 1 {
+		t.Errorf("the site saw %d requests, want 1", n)
+	}
+	if c := live.Carried("route=attach-geo"); len(c) != 1 {
+		t.Errorf("the pool's upstream carried %v, want the navigation (a geo session never goes direct)", c)
+	}
+	resp := r.Call("", "Target.createBrowserContext", map[string]any{"proxyServer": "http://127.0.0.1:1"})
+	if resp.Error == nil || !strings.HasPrefix(resp.Error.Message, "cdpvault:") {
+		t.Errorf("an agent-supplied proxyServer was not refused with a cdpvault CDP error: %s %+v", resp.Result, resp.Error)
+	}
+}

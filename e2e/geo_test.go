@@ -401,6 +401,10 @@ geo:
 				t.Errorf("the TLS site saw %d direct https navigations, want 1", n)
 			}
 		})
+		t.Run("agent-supplied-proxy", func(t *testing.T) {
+			t.Parallel()
+			testGeoAgentProxy(t, d, token, site, live)
+		})
 		t.Run("unknown-pool", func(t *testing.T) {
 			t.Parallel()
 			code, body := d.API(t, http.MethodPost, "/api/v1/sessions", token, geoSessionOpts{Secrets: []string{}, Geo: "nowhere"})
@@ -618,5 +622,50 @@ func testGeoPoolAllDown(t *testing.T, d *Daemon, token string, site *Site, secur
 	}
 	if c := live.Carried("route=xx"); len(c) != 0 {
 		t.Errorf("another pool's upstream carried the xx session's requests: %v", c)
+	}
+}
+
+// testGeoAgentProxy: the agent of a geo session tries to leave the pool with
+// a browser context of its own proxy ("direct://"). Issue 6: traffic goes
+// through the pool or nowhere, and an agent-supplied proxyServer is refused.
+func testGeoAgentProxy(t *testing.T, d *Daemon, token string, site *Site, live *stampUpstream) {
+	s := newGeoSession(t, d, token, "de")
+	r := DialRaw(t, s.WSURL)
+	for i, params := range []map[string]any{
+		{"proxyServer": "direct://"},
+		{"proxyServer": "http://127.0.0.1:1", "proxyBypassList": "*"},
+	} {
+		route := fmt.Sprintf("route=agent-proxy-%d", i)
+		resp := r.Call("", "Target.createBrowserContext", params)
+		if resp.Error != nil {
+			if !strings.HasPrefix(resp.Error.Message, "cdpvault:") {
+				t.Logf("Target.createBrowserContext %v refused by Chrome, not cdpvault: %s", params, resp.Error.Message)
+			}
+			continue
+		}
+		t.Errorf("Target.createBrowserContext with agent-supplied %v was forwarded (want a cdpvault: CDP error): %s", params, resp.Result)
+		var bc struct {
+			BrowserContextID string `json:"browserContextId"`
+		}
+		json.Unmarshal(resp.Result, &bc)
+		var ct struct {
+			TargetID string `json:"targetId"`
+		}
+		r.MustCall("", "Target.createTarget", map[string]any{"url": "about:blank", "browserContextId": bc.BrowserContextID}, &ct)
+		var at struct {
+			SessionID string `json:"sessionId"`
+		}
+		r.MustCall("", "Target.attachToTarget", map[string]any{"targetId": ct.TargetID, "flatten": true}, &at)
+		res := navigateTry(r, at.SessionID, site.URL("acme", "/blank?"+route))
+		var direct int
+		for _, rq := range site.Received("acme.test", "/blank") {
+			if strings.Contains(rq.RawQuery, route) {
+				direct++
+			}
+		}
+		if carried := len(live.Carried(route)); direct > carried {
+			t.Errorf("geo session left its pool through an agent-made browser context %v: the site got %d request(s), the pool carried %d (navigation: %+v)",
+				params, direct, carried, res)
+		}
 	}
 }
