@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -667,5 +668,100 @@ func testGeoAgentProxy(t *testing.T, d *Daemon, token string, site *Site, live *
 			t.Errorf("geo session left its pool through an agent-made browser context %v: the site got %d request(s), the pool carried %d (navigation: %+v)",
 				params, direct, carried, res)
 		}
+	}
+}
+
+// geoConfig is a config with one pool "de" over upstreams (url, user, secret).
+func geoConfig(upstreams ...[3]string) string {
+	var b strings.Builder
+	b.WriteString("log: {level: debug, format: json}\nchrome:\n  args: [\"--host-resolver-rules=MAP *.test 127.0.0.1\"]\n" +
+		"geo:\n  credentials_tenant: ops\n  pools:\n    de:\n      timezone: Europe/Berlin\n      locale: de-DE\n      upstreams:\n")
+	for _, u := range upstreams {
+		fmt.Fprintf(&b, "        - {url: %q, username: %s, password_secret: %s}\n", u[0], u[1], u[2])
+	}
+	return b.String()
+}
+
+// TestGeoReloadKeepsSessions: SIGHUP swaps pool de's upstream. The running
+// geo session keeps its socket and still never goes direct; a new session
+// goes through the new upstream with the new vault password, and that
+// password is scrubbed from what its agent reads.
+func TestGeoReloadKeepsSessions(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	pwA := []byte("Reload-pw-A-" + randomHex(8))
+	pwB := []byte("Reload-pw-B<&> " + randomHex(8))
+	upA := newStampUpstream(t, "first", "user-a", string(pwA))
+	upB := newStampUpstream(t, "second", "user-b", string(pwB))
+	env := NewEnv(t, "debug")
+	env.Tenant("ops")
+	env.SetSecret("ops", "proxy_a", pwA)
+	env.SetSecret("ops", "proxy_b", pwB)
+	token := env.Tenant("acme")
+	if err := os.WriteFile(env.Config, []byte(geoConfig([3]string{upA.srv.URL, "user-a", "proxy_a"})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := env.Start()
+
+	s1 := newGeoSession(t, d, token, "de")
+	r1 := DialRaw(t, s1.WSURL)
+	_, sid1 := r1.NewPageSession("about:blank")
+	r1.Navigate(sid1, site.URL("acme", "/blank?route=before"))
+	if len(upA.Carried("route=before")) != 1 {
+		t.Fatalf("before the reload the session did not go through upstream A: %v", upA.Carried(""))
+	}
+
+	if err := os.WriteFile(env.Config, []byte(geoConfig([3]string{upB.srv.URL, "user-b", "proxy_b"})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reloads := bytes.Count(d.Log(), []byte(`"msg":"reloaded"`))
+	d.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(waitTimeout)
+	for bytes.Count(d.Log(), []byte(`"msg":"reloaded"`)) == reloads {
+		if time.Now().After(deadline) {
+			t.Fatalf("no \"reloaded\" log line after SIGHUP:\n%s", tail(string(d.Log()), 4<<10))
+		}
+		time.Sleep(20 * time.Millisecond) // polling the daemon's log
+	}
+
+	// The running session survived and still goes through the pool.
+	if got := string(r1.Evaluate(sid1, "6*7")); got != "42" {
+		t.Errorf("running session after SIGHUP: evaluate = %s", got)
+	}
+	r1.Navigate(sid1, site.URL("acme", "/blank?route=during"))
+	var direct int
+	for _, rq := range site.Received("acme.test", "/blank") {
+		if strings.Contains(rq.RawQuery, "route=during") {
+			direct++
+		}
+	}
+	if carried := len(upA.Carried("route=during")) + len(upB.Carried("route=during")); carried != direct || direct != 1 {
+		t.Errorf("running session after SIGHUP: the site got %d request(s), the upstreams carried %d; want 1 and 1", direct, carried)
+	}
+
+	// A new session uses the new upstream, and its password is scrubbed.
+	site.SetEchoValues(pwB)
+	s2 := newGeoSession(t, d, token, "de")
+	rec := &recorder{}
+	r2 := DialRawRecorded(t, s2.WSURL, rec)
+	_, sid2 := r2.NewPageSession("about:blank")
+	r2.Navigate(sid2, site.URL("acme", "/echo?route=after"))
+	if len(upB.Carried("route=after")) != 1 || len(upA.Carried("route=after")) != 0 {
+		t.Errorf("a session created after the reload: upstream B carried %v, A carried %v; want B only", upB.Carried("route=after"), upA.Carried("route=after"))
+	}
+	content := r2.Evaluate(sid2, `document.documentElement.outerHTML`)
+	if !bytes.Contains(content, []byte(`id=\"loaded\"`)) || len(site.Received("acme.test", "/echo")) != 1 {
+		t.Fatalf("the echo page did not load: %.200s", content)
+	}
+	for name, v := range map[string][]byte{"proxy_a": pwA, "proxy_b": pwB} {
+		if hits := bytesHits(rec.Bytes(), v); len(hits) > 0 {
+			t.Errorf("the agent of the new session received the upstream password %s: %v", name, hits)
+		}
+		if hits := bytesHits(d.Log(), v); len(hits) > 0 {
+			t.Errorf("the daemon log holds the upstream password %s: %v", name, hits)
+		}
+	}
+	if upA.BadAuth()+upB.BadAuth() != 0 {
+		t.Errorf("upstreams refused %d requests for bad credentials", upA.BadAuth()+upB.BadAuth())
 	}
 }
