@@ -436,6 +436,13 @@ func TestTenantHandleAfterDelete(t *testing.T) {
 	if _, err := tn.Revision(ctx); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("revision on deleted tenant: %v", err)
 	}
+	s.keysMu.Lock()
+	for k := range s.keys {
+		if k.tenant == tn.id {
+			t.Error("deleted tenant's cipher still cached")
+		}
+	}
+	s.keysMu.Unlock()
 	if err := tn.AppendAudit(ctx, AuditRecord{Result: "x"}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("audit on deleted tenant: %v", err)
 	}
@@ -449,6 +456,29 @@ func TestTenantHandleAfterDelete(t *testing.T) {
 		t.Fatalf("old handle writes the new tenant: %v", err)
 	}
 	mustReveal(t, tn2, "x", []byte("new-tenant-value"))
+}
+
+func TestTenantDeletedByAnotherProcessDropsCachedKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	key := newKey(t)
+	daemon := openStore(t, path, key)
+	tn := mustTenant(t, daemon, "acme")
+	mustPut(t, tn, "x", []byte("value-of-x-123"))
+	cli := openStore(t, path, key)
+	if err := cli.DeleteTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tn.Revision(ctx); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Revision after delete elsewhere: %v", err)
+	}
+	daemon.keysMu.Lock()
+	n := len(daemon.keys)
+	daemon.keysMu.Unlock()
+	if n != 0 {
+		t.Fatal("the daemon still caches the deleted tenant's cipher")
+	}
 }
 
 func TestRevisionSeesOtherProcesses(t *testing.T) {

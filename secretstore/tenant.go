@@ -72,6 +72,13 @@ func (t *Tenant) store() *Store {
 	return t.s
 }
 
+// gone reports that the tenant was deleted (possibly by another process) and drops its
+// cached cipher, so its data key does not outlive the deletion in this process's memory.
+func (t *Tenant) gone() error {
+	t.s.forgetTenantKeys(t.id)
+	return fmt.Errorf("tenant %q: %w", t.name, ErrNotFound)
+}
+
 func secretNotFound(name string) error { return fmt.Errorf("secret %q: %w", name, ErrNotFound) }
 
 func splitOrigins(s string) []string {
@@ -120,7 +127,7 @@ func (t *Tenant) PutSecret(ctx context.Context, name string, value []byte, origi
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n == 0 {
-			return fmt.Errorf("tenant %q: %w", t.name, ErrNotFound)
+			return t.gone()
 		}
 		var oldVersion int
 		var createdAt int64
@@ -415,7 +422,7 @@ func (t *Tenant) Revision(ctx context.Context) (_ int64, err error) {
 	var rev int64
 	err = s.getRevision.QueryRowContext(ctx, t.id).Scan(&rev)
 	if errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("tenant %q: %w", t.name, ErrNotFound)
+		return 0, t.gone()
 	}
 	if err != nil {
 		return 0, fmt.Errorf("revision: %w", err)
@@ -456,7 +463,7 @@ func (t *Tenant) AppendAudit(ctx context.Context, r AuditRecord) (err error) {
 		if n, err := res.RowsAffected(); err != nil {
 			return err
 		} else if n == 0 {
-			return fmt.Errorf("tenant %q: %w", t.name, ErrNotFound)
+			return t.gone()
 		}
 		return nil
 	})
