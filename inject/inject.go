@@ -294,6 +294,8 @@ func (in *interceptor) Event(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.M
 		if bytes.Contains(m.Raw, []byte(worldPrefix)) {
 			return cdpproxy.Verdict{Kind: cdpproxy.Drop}, nil
 		}
+	case "Runtime.executionContextDestroyed", "Runtime.executionContextsCleared":
+		return in.contextGone(c, m), nil
 	case "Target.attachedToTarget":
 		var ev struct {
 			Params struct {

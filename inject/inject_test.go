@@ -534,6 +534,39 @@ func TestReservedContextAndHiddenWorld(t *testing.T) {
 	}
 }
 
+// A context Chrome destroyed (navigation) stops being reserved: Chrome reuses
+// context numbers, and the page's next main world must stay usable.
+func TestReservedContextReleasedWhenDestroyed(t *testing.T) {
+	t.Parallel()
+	for _, gone := range []string{
+		`{"method":"Runtime.executionContextDestroyed","params":{"executionContextId":7},"sessionId":"S"}`,
+		`{"method":"Runtime.executionContextsCleared","params":{},"sessionId":"S"}`,
+	} {
+		h := newHarness(t, nil)
+		h.send("S", methodInsertText, `{"text":"<<secret:pw>>"}`) // creates the world (fake id 7)
+		probe := `{"expression":"1","contextId":7}`
+		if v := h.send("S", "Runtime.evaluate", probe); v.Kind != cdpproxy.Reply {
+			t.Fatal("check world not reserved")
+		}
+		var ev cdpproxy.Message
+		ev.Raw = []byte(gone)
+		ev.SessionID = "S"
+		json.Unmarshal(ev.Raw, &struct{ Method *string }{&ev.Method})
+		v, _ := h.in.Event(t.Context(), h.c, &ev)
+		if ev.Method == "Runtime.executionContextDestroyed" && v.Kind != cdpproxy.Drop {
+			t.Errorf("destruction of the hidden world shown to the client: %v", v.Kind)
+		}
+		if v := h.send("S", "Runtime.evaluate", probe); v.Kind != cdpproxy.Forward {
+			t.Errorf("after %s the reused context id is still refused: %s", ev.Method, v.Data)
+		}
+		// A later injection creates (and reserves) a world again.
+		h.send("S", methodInsertText, `{"text":"<<secret:pw>>"}`)
+		if v := h.send("S", "Runtime.evaluate", probe); v.Kind != cdpproxy.Reply {
+			t.Errorf("after %s a new check world is not reserved", ev.Method)
+		}
+	}
+}
+
 func TestNoValueInLogsAuditOrErrors(t *testing.T) {
 	t.Parallel()
 	var logs bytes.Buffer

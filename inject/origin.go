@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/cdpvault/cdpvault/cdpproxy"
@@ -396,10 +397,27 @@ func (in *interceptor) reserve(c cdpproxy.Conn, sid string, id int64) {
 }
 
 func (in *interceptor) releaseReserved() {
+	in.releaseWhere(func(reservedKey) bool { return true })
+}
+
+// releaseWhere releases this interceptor's reservations that match: a
+// context Chrome destroyed can have its number reused by the page's next
+// world, and a client command naming that one must not be refused.
+func (in *interceptor) releaseWhere(match func(reservedKey) bool) (released bool) {
 	in.resMu.Lock()
-	keys := in.resKeys
-	in.resKeys = nil
+	var keys, keep []reservedKey
+	for _, k := range in.resKeys {
+		if match(k) {
+			keys = append(keys, k)
+		} else {
+			keep = append(keep, k)
+		}
+	}
+	in.resKeys = keep
 	in.resMu.Unlock()
+	if len(keys) == 0 {
+		return false
+	}
 	reserved.Lock()
 	defer reserved.Unlock()
 	for _, k := range keys {
@@ -410,6 +428,45 @@ func (in *interceptor) releaseReserved() {
 			delete(reserved.bySess, k.sess)
 		}
 	}
+	return true
+}
+
+// contextGone handles Runtime.executionContextDestroyed and
+// executionContextsCleared: reservations of the gone contexts are released,
+// and the destruction of a check world (whose creation the client never saw)
+// is not shown to the client.
+func (in *interceptor) contextGone(c cdpproxy.Conn, m *cdpproxy.Message) cdpproxy.Verdict {
+	sess, target := c.Session(), targetKey(c, m.SessionID)
+	if m.Method == "Runtime.executionContextsCleared" {
+		in.releaseWhere(func(k reservedKey) bool { return k.sess == sess && k.target == target })
+		in.forgetWorlds(m.SessionID)
+		return forward
+	}
+	var ev struct {
+		Params struct {
+			ID int64 `json:"executionContextId"`
+		} `json:"params"`
+	}
+	if err := json.Unmarshal(m.Raw, &ev); err != nil || ev.Params.ID == 0 {
+		return forward
+	}
+	if in.releaseWhere(func(k reservedKey) bool { return k.sess == sess && k.target == target && k.id == ev.Params.ID }) {
+		in.forgetWorlds(m.SessionID)
+		return cdpproxy.Verdict{Kind: cdpproxy.Drop}
+	}
+	return forward
+}
+
+// forgetWorlds drops cached world handles of a CDP session.
+func (in *interceptor) forgetWorlds(sid string) {
+	prefix := worldKey(sid, "")
+	in.cacheMu.Lock()
+	for k := range in.worlds {
+		if strings.HasPrefix(k, prefix) {
+			delete(in.worlds, k)
+		}
+	}
+	in.cacheMu.Unlock()
 }
 
 // reservedContext reports whether a client command names an execution
