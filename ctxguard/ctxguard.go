@@ -22,7 +22,6 @@ const (
 	MsgForeignCtx    = "cdpvault: geo sessions in attach mode may only use their own browser contexts (created with Target.createBrowserContext)"
 	MsgForeignTarget = "cdpvault: geo sessions in attach mode may only use targets in their own browser contexts"
 	MsgRootDomain    = "cdpvault: on the browser session a geo session in attach mode may only use Target, Browser.getVersion, SystemInfo, Schema and context-scoped commands of its own browser contexts"
-	MsgBrowserTarget = "cdpvault: Target.attachToBrowserTarget is not available to geo sessions in attach mode"
 	MsgTargetMethod  = "cdpvault: this Target method is not available to geo sessions in attach mode"
 	MsgNoProxy       = "cdpvault: the session's geo proxy is not available"
 	MsgNested        = "cdpvault: Target.createBrowserContext cannot be sent through Target.sendMessageToTarget"
@@ -166,13 +165,13 @@ var forward = cdpproxy.Verdict{}
 var passTarget = map[string]bool{
 	"Target.setAutoAttach": true, "Target.setDiscoverTargets": true, "Target.getTargets": true,
 	"Target.getTargetInfo": true, "Target.getBrowserContexts": true, "Target.detachFromTarget": true,
-	"Target.setRemoteLocations": true, "Target.sendMessageToTarget": true,
+	"Target.sendMessageToTarget": true,
 }
 
 // Target methods acting on a targetId (rule 6).
 var targetScoped = map[string]bool{
 	"Target.attachToTarget": true, "Target.activateTarget": true, "Target.closeTarget": true,
-	"Target.exposeDevToolsProtocol": true, "Target.autoAttachRelated": true, "Target.openDevTools": true,
+	"Target.autoAttachRelated": true,
 }
 
 // Browser methods allowed on the browser session (rule 9).
@@ -244,8 +243,9 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 			return ic.refuse(c, m, why)
 		}
 		return forward, nil
-	case m.Method == "Target.attachToBrowserTarget":
-		return ic.refuse(c, m, MsgBrowserTarget)
+	case m.Method == "Target.attachToBrowserTarget", m.Method == "Target.exposeDevToolsProtocol",
+		m.Method == "Target.openDevTools", m.Method == "Target.setRemoteLocations":
+		return ic.refuse(c, m, MsgTargetMethod)
 	case passTarget[m.Method]:
 		return forward, nil
 	case strings.HasPrefix(m.Method, "Target."):

@@ -227,7 +227,7 @@ func TestTargetScopedCommands(t *testing.T) {
 	c.info["DEFAULT-PAGE"] = "DEFAULT"
 	c.info["OUR-PAGE"] = "CTX"
 	for _, meth := range []string{"Target.attachToTarget", "Target.activateTarget", "Target.closeTarget",
-		"Target.exposeDevToolsProtocol", "Target.autoAttachRelated", "Target.openDevTools"} {
+		"Target.autoAttachRelated"} {
 		mustRefuse(t, ic, c, cmd(2, meth, `{"targetId":"DEFAULT-PAGE"}`, ""), MsgForeignTarget)
 		mustRefuse(t, ic, c, cmd(3, meth, `{"targetId":"GONE"}`, ""), MsgForeignTarget)
 		mustRefuse(t, ic, c, cmd(4, meth, `{}`, ""), MsgForeignTarget)
@@ -238,7 +238,9 @@ func TestTargetScopedCommands(t *testing.T) {
 	mustForward(t, ic, c, cmd(6, "Target.attachToTarget", `{"targetId":"EV"}`, ""))
 	ic.Event(context.Background(), c, event("Target.targetCreated", `{"targetInfo":{"targetId":"EV2","type":"page","browserContextId":"DEFAULT"}}`))
 	mustRefuse(t, ic, c, cmd(7, "Target.attachToTarget", `{"targetId":"EV2"}`, ""), MsgForeignTarget)
-	mustRefuse(t, ic, c, cmd(8, "Target.attachToBrowserTarget", `{}`, ""), MsgBrowserTarget)
+	for _, meth := range []string{"Target.attachToBrowserTarget", "Target.exposeDevToolsProtocol", "Target.openDevTools", "Target.setRemoteLocations"} {
+		mustRefuse(t, ic, c, cmd(8, meth, `{"targetId":"OUR-PAGE"}`, ""), MsgTargetMethod)
+	}
 	mustRefuse(t, ic, c, cmd(9, "Target.someFutureMethod", `{}`, ""), MsgTargetMethod)
 	for _, meth := range []string{"Target.setAutoAttach", "Target.setDiscoverTargets", "Target.getTargets",
 		"Target.getTargetInfo", "Target.getBrowserContexts", "Target.detachFromTarget"} {

@@ -34,17 +34,19 @@
 //     (legacy) createBrowserContext cannot be rewritten and is refused. With
 //     no ProxyServer configured it is refused.
 //  5. Target.createTarget must carry an allowed browserContextId.
-//  6. Target.attachToTarget, activateTarget, closeTarget,
-//     exposeDevToolsProtocol, autoAttachRelated and openDevTools must name a
-//     target in an allowed context. The target's context is known from the
-//     targets this session saw created, attached or announced; otherwise it
-//     is asked with Target.getTargetInfo; on any doubt the command is
-//     refused.
-//  7. Target.attachToBrowserTarget is refused (a second browser session
-//     would escape rule 9).
+//  6. Target.attachToTarget, activateTarget, closeTarget and
+//     autoAttachRelated must name a target in an allowed context. The
+//     target's context is known from the targets this session saw created,
+//     attached or announced; otherwise it is asked with Target.getTargetInfo;
+//     on any doubt the command is refused.
+//  7. Target.attachToBrowserTarget (a second browser session),
+//     exposeDevToolsProtocol (a CDP channel from page script that bypasses
+//     cdpvault) and openDevTools (a DevTools window whose front end loads
+//     outside the session's context) are refused, and so is
+//     setRemoteLocations (it makes the browser itself connect to any
+//     host:port, directly).
 //  8. Target.setAutoAttach, setDiscoverTargets, getTargets, getTargetInfo,
-//     getBrowserContexts, detachFromTarget, setRemoteLocations and
-//     sendMessageToTarget (whose nested command went through these rules on
+//     getBrowserContexts, detachFromTarget and sendMessageToTarget (whose nested command went through these rules on
 //     its own) pass on any session: they reveal or detach but open nothing.
 //     Any other Target method is refused.
 //  9. On the browser socket's own session (no sessionId, target type
