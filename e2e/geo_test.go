@@ -54,7 +54,9 @@ func upstreamDial(ctx context.Context, network, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	switch {
-	case strings.HasSuffix(host, ".test"):
+	case strings.HasSuffix(host, ".test"), strings.HasSuffix(host, ".invalid"):
+		// .invalid never resolves anywhere else: a page on such a name loads
+		// only if the upstream did the name resolution.
 		addr = net.JoinHostPort("127.0.0.1", port)
 	case host == "127.0.0.1" || host == "localhost":
 	default:
@@ -291,6 +293,30 @@ func navigateTry(r *RawCDP, sessionID, u string) navigateResult {
 	return res
 }
 
+// rtcProbe gathers a page's WebRTC ICE candidates (bounded to 3 s).
+const rtcProbe = `(async () => {
+  const pc = new RTCPeerConnection({iceServers: []});
+  pc.createDataChannel('x');
+  const cands = [];
+  const done = new Promise(res => {
+    pc.onicecandidate = e => { if (e.candidate) cands.push(e.candidate.candidate); else res(); };
+    setTimeout(res, 3000);
+  });
+  await pc.setLocalDescription(await pc.createOffer());
+  await done;
+  pc.close();
+  return cands;
+})()`
+
+func rtcCandidates(r *RawCDP, sessionID string) []string {
+	r.t.Helper()
+	var c []string
+	if raw := r.Evaluate(sessionID, rtcProbe); json.Unmarshal(raw, &c) != nil {
+		r.t.Fatalf("WebRTC probe returned %s", raw)
+	}
+	return c
+}
+
 // geoMetric returns the value of metric for pool/upstream index, -1 if absent.
 func geoMetric(body []byte, metric, pool string, idx int) float64 {
 	sc := bufio.NewScanner(bytes.NewReader(body))
@@ -397,6 +423,14 @@ geo:
 			if stamp != "" {
 				t.Errorf("a session without geo got a response stamped by upstream %q", stamp)
 			}
+			// Controls for the geo checks: without a pool the page has WebRTC
+			// candidates, and a .invalid name does not resolve.
+			if c := rtcCandidates(r, sid); len(c) == 0 {
+				t.Errorf("a direct session gathered no WebRTC candidates; the geo session's WebRTC check would be vacuous")
+			}
+			if res := navigateTry(r, sid, "http://acme.invalid:"+site.Port+"/blank?route=direct-dns"); res.ErrorText == "" {
+				t.Errorf("acme.invalid resolved in a direct session (%+v); the geo session's upstream DNS check would be vacuous", res)
+			}
 			r.Navigate(sid, "https://acme.test:"+secure.Port+"/?route=direct-tls")
 			if n := secure.Received("route=direct-tls"); n != 1 {
 				t.Errorf("the TLS site saw %d direct https navigations, want 1", n)
@@ -463,7 +497,7 @@ func testGeoPoolDE(t *testing.T, d *Daemon, env *Env, token string, site *Site, 
 	}
 	var recs []Recorded
 	for _, rq := range site.Received("acme.test", "/blank") {
-		if strings.Contains(rq.RawQuery, "route=geo") {
+		if rq.RawQuery == "route=geo" || rq.RawQuery == "route=geo&probe=1" {
 			recs = append(recs, rq)
 		}
 	}
@@ -478,6 +512,25 @@ func testGeoPoolDE(t *testing.T, d *Daemon, env *Env, token string, site *Site, 
 			if strings.HasPrefix(strings.ToLower(k), "proxy-") {
 				t.Errorf("the site received the proxy header %s", k)
 			}
+		}
+	}
+
+	// Names are resolved by the upstream: .invalid resolves nowhere else.
+	res = navigateTry(r, sid, "http://acme.invalid:"+site.Port+"/blank?route=geo-dns")
+	if res.ErrorText != "" || res.Text != "blank" {
+		t.Errorf("geo session: a name only the upstream resolves did not load: %+v", res)
+	}
+	if c := live.Carried("GET http://acme.invalid:" + site.Port + "/blank?route=geo-dns"); len(c) != 1 {
+		t.Errorf("the upstream was not asked for acme.invalid by name: %v", live.Carried("geo-dns"))
+	}
+	if c := live.Carried("http://acme.test:" + site.Port + "/blank?route=geo"); len(c) == 0 {
+		t.Errorf("the upstream got the navigation without its host name (resolved locally?): %v", live.Carried("route=geo"))
+	}
+
+	// WebRTC reveals no host address: no non-proxied UDP candidates.
+	for _, c := range rtcCandidates(r, sid) {
+		if strings.Contains(c, " udp ") || strings.Contains(c, " UDP ") {
+			t.Errorf("geo session page gathered a non-proxied UDP WebRTC candidate: %s", c)
 		}
 	}
 
