@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -323,5 +324,29 @@ func TestAttachModeGeo(t *testing.T) {
 	resp := r.Call("", "Target.createBrowserContext", map[string]any{"proxyServer": "http://127.0.0.1:1"})
 	if resp.Error == nil || !strings.HasPrefix(resp.Error.Message, "cdpvault:") {
 		t.Errorf("an agent-supplied proxyServer was not refused with a cdpvault CDP error: %s %+v", resp.Result, resp.Error)
+	}
+}
+
+// TestAttachModeDaemonStopLeavesBrowser: SIGTERM ends the daemon cleanly,
+// its sockets get close frames, and the attached Chrome keeps running.
+func TestAttachModeDaemonStopLeavesBrowser(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	env, chrome := attachEnv(t, "info")
+	token := env.Tenant("acme")
+	d := env.Start()
+	s := d.NewSession(t, token, SessionOpts{})
+	r := DialRaw(t, s.WSURL)
+	_, sid := r.NewPageSession("about:blank")
+	r.Navigate(sid, site.URL("acme", "/blank?attach=stop"))
+	d.Signal(syscall.SIGTERM)
+	if closed, _, err := r.WaitClosed(15 * time.Second); !closed {
+		t.Errorf("session socket at daemon SIGTERM: no close frame: %v", err)
+	}
+	if code := d.Wait(15 * time.Second); code != 0 {
+		t.Errorf("daemon exit code %d after SIGTERM, want 0\nlog:\n%s", code, tail(string(d.Log()), 4<<10))
+	}
+	if !directAlive(t, chrome) {
+		t.Errorf("the attached Chromium no longer answers after the daemon stopped: attach mode must never stop it")
 	}
 }
