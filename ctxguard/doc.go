@@ -46,8 +46,9 @@
 //     setRemoteLocations (it makes the browser itself connect to any
 //     host:port, directly).
 //  8. Target.setAutoAttach, setDiscoverTargets, getTargets, getTargetInfo,
-//     getBrowserContexts, detachFromTarget and sendMessageToTarget (whose nested command went through these rules on
-//     its own) pass on any session: they reveal or detach but open nothing.
+//     getBrowserContexts, detachFromTarget and sendMessageToTarget (whose
+//     nested command went through these rules on its own) pass on any
+//     session: they reveal or detach but open nothing.
 //     Any other Target method is refused.
 //  9. On the browser socket's own session (no sessionId, target type
 //     "browser") only these pass: the Target methods above, Browser.getVersion,
