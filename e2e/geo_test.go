@@ -818,3 +818,72 @@ func TestGeoReloadKeepsSessions(t *testing.T) {
 		t.Errorf("upstreams refused %d requests for bad credentials", upA.BadAuth()+upB.BadAuth())
 	}
 }
+
+// TestGeoFailoverMidSession: the session's upstream dies while it runs; the
+// next page goes through the pool's other upstream (never direct), and the
+// failover shows in the metrics.
+func TestGeoFailoverMidSession(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	pw1 := []byte("Failover-pw-1-" + randomHex(8))
+	pw2 := []byte("Failover-pw-2-" + randomHex(8))
+	up1 := newStampUpstream(t, "first", "user-1", string(pw1))
+	up2 := newStampUpstream(t, "second", "user-2", string(pw2))
+	env := NewEnv(t, "info")
+	env.Tenant("ops")
+	env.SetSecret("ops", "proxy_1", pw1)
+	env.SetSecret("ops", "proxy_2", pw2)
+	token := env.Tenant("acme")
+	cfg := geoConfig([3]string{up1.srv.URL, "user-1", "proxy_1"}, [3]string{up2.srv.URL, "user-2", "proxy_2"})
+	if err := os.WriteFile(env.Config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := env.Start()
+	s := newGeoSession(t, d, token, "de")
+	r := DialRaw(t, s.WSURL)
+	_, sid := r.NewPageSession("about:blank")
+	res := navigateTry(r, sid, site.URL("acme", "/blank?route=one"))
+	first, other := up1, up2
+	if len(up2.Carried("route=one")) == 1 {
+		first, other = up2, up1
+	}
+	if res.Text != "blank" || len(first.Carried("route=one")) != 1 {
+		t.Fatalf("first navigation: %+v, carried by first %v second %v", res, up1.Carried("route=one"), up2.Carried("route=one"))
+	}
+	// The session's upstream goes away.
+	first.srv.CloseClientConnections()
+	first.srv.Close()
+	res = navigateTry(r, sid, site.URL("acme", "/blank?route=two"))
+	if res.ErrorText != "" || res.Status != 200 || res.Text != "blank" {
+		t.Errorf("navigation after the session's upstream died: %+v, want the page through the other upstream", res)
+	}
+	if c := other.Carried("route=two"); len(c) != 1 {
+		t.Errorf("after failover upstream %s carried %v, want the navigation", other.name, c)
+	}
+	var direct int
+	for _, rq := range site.Received("acme.test", "/blank") {
+		if rq.RawQuery == "route=two" {
+			direct++
+		}
+	}
+	if direct != len(other.Carried("route=two")) {
+		t.Errorf("the site got %d requests for route=two, the surviving upstream carried %d: traffic left the pool", direct, len(other.Carried("route=two")))
+	}
+	idx := 0
+	if first == up2 {
+		idx = 1
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := d.Metrics()
+		fo, up := geoMetric(m, "cdpvault_geo_failovers_total", "de", idx), geoMetric(m, "cdpvault_geo_upstream_up", "de", idx)
+		if fo >= 1 && up == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("metrics for the dead upstream de/%d: failovers %v, up %v; want >= 1 and 0", idx, fo, up)
+			break
+		}
+		time.Sleep(50 * time.Millisecond) // polling the daemon's metrics
+	}
+}
