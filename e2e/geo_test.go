@@ -685,6 +685,25 @@ func testGeoPoolAllDown(t *testing.T, d *Daemon, token string, site *Site, secur
 func testGeoAgentProxy(t *testing.T, d *Daemon, token string, site *Site, live *stampUpstream) {
 	s := newGeoSession(t, d, token, "de")
 	r := DialRaw(t, s.WSURL)
+	// A browser context without a proxy of its own (Playwright's
+	// browser.newContext()) is fine, and its pages stay in the pool.
+	var bc struct {
+		BrowserContextID string `json:"browserContextId"`
+	}
+	r.MustCall("", "Target.createBrowserContext", map[string]any{}, &bc)
+	var ct struct {
+		TargetID string `json:"targetId"`
+	}
+	r.MustCall("", "Target.createTarget", map[string]any{"url": "about:blank", "browserContextId": bc.BrowserContextID}, &ct)
+	var at struct {
+		SessionID string `json:"sessionId"`
+	}
+	r.MustCall("", "Target.attachToTarget", map[string]any{"targetId": ct.TargetID, "flatten": true}, &at)
+	res := navigateTry(r, at.SessionID, site.URL("acme", "/blank?route=agent-context"))
+	if res.Text != "blank" || len(live.Carried("route=agent-context")) != 1 {
+		t.Errorf("a page in an agent-made browser context (no proxy of its own): %+v, carried by the pool %v; want it loaded through the pool",
+			res, live.Carried("route=agent-context"))
+	}
 	for i, params := range []map[string]any{
 		{"proxyServer": "direct://"},
 		{"proxyServer": "http://127.0.0.1:1", "proxyBypassList": "*"},
