@@ -293,6 +293,11 @@ func (ic *geoConn) rootCommand(c cdpproxy.Conn, m *cdpproxy.Message, hasBC bool)
 	switch {
 	case rootBrowser[m.Method]:
 		return forward, nil
+	case m.Method == "Browser.setDownloadBehavior" && !hasBC:
+		// Playwright's connectOverCDP sets it for the default context; it
+		// opens no connection, and the default context's pages cannot be
+		// driven by this session.
+		return forward, nil
 	case rootContextScoped[m.Method], strings.HasPrefix(m.Method, "Storage."):
 		if hasBC { // allowed: checked by rule 3
 			return forward, nil

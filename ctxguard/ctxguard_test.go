@@ -267,7 +267,9 @@ func TestBrowserSessionCommands(t *testing.T) {
 	}
 	mustRefuse(t, ic, c, cmd(9, "Storage.getCookies", `{}`, ""), MsgForeignCtx)
 	mustRefuse(t, ic, c, cmd(10, "Storage.getCookies", `{"browserContextId":"DEFAULT"}`, ""), MsgForeignCtx)
-	mustRefuse(t, ic, c, cmd(11, "Browser.setDownloadBehavior", `{"behavior":"allow"}`, ""), MsgForeignCtx)
+	mustRefuse(t, ic, c, cmd(11, "Browser.grantPermissions", `{"permissions":["geolocation"]}`, ""), MsgForeignCtx)
+	mustRefuse(t, ic, c, cmd(11, "Browser.setDownloadBehavior", `{"behavior":"allow","browserContextId":"DEFAULT"}`, ""), MsgForeignCtx)
+	mustForward(t, ic, c, cmd(11, "Browser.setDownloadBehavior", `{"behavior":"allowAndName","downloadPath":"/tmp/x","eventsEnabled":true}`, ""))
 	for _, meth := range []string{"Network.enable", "Page.navigate", "Runtime.evaluate", "Browser.executeBrowserCommand", "Fetch.enable", ""} {
 		mustRefuse(t, ic, c, cmd(12, meth, `{}`, ""), MsgRootDomain)
 	}

@@ -56,7 +56,10 @@
 //     getHistogram, and the context-scoped Browser.setDownloadBehavior,
 //     cancelDownload, grantPermissions, resetPermissions, setPermission and
 //     Storage.* — those only with an allowed browserContextId —, plus
-//     SystemInfo.* and Schema.*. Everything else is refused.
+//     SystemInfo.* and Schema.*. Browser.setDownloadBehavior without
+//     browserContextId (the default context) passes too: Playwright's
+//     connectOverCDP needs it and it opens no connection. Everything else is
+//     refused.
 //  10. Any other command runs on a page, frame or worker: on a flattened
 //     session (sessionId set, looked up with Conn.Target) or on a page-level
 //     socket (/devtools/page/<id>, its own session). It passes only when that
