@@ -197,19 +197,14 @@ func isBrowserKill(method string) bool {
 
 // Command implements cdpproxy.Interceptor.
 func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
-	msg, err := object(m.Raw)
-	if err != nil {
-		return ic.refuse(c, m, MsgMalformed)
-	}
-	params, err := object(msg["params"])
+	f, err := commandFields(m.Raw)
 	if err != nil {
 		return ic.refuse(c, m, MsgMalformed)
 	}
 	if isBrowserKill(m.Method) {
 		return ic.refuse(c, m, MsgBrowserClose)
 	}
-	_, hasBC := params["browserContextId"]
-	bc, _ := str(params, "browserContextId")
+	hasBC, bc := f.hasBC, f.bc
 	if hasBC && !ic.g.Allowed(bc) {
 		if m.Method == "Target.createTarget" {
 			return ic.refuse(c, m, MsgCreateTarget)
@@ -219,7 +214,7 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 
 	switch {
 	case m.Method == "Target.createBrowserContext":
-		return ic.createContext(c, m, msg, params)
+		return ic.createContext(c, m, f)
 	case m.Method == "Target.createTarget":
 		if !hasBC { // an allowed one was checked above
 			return ic.refuse(c, m, MsgCreateTarget)
@@ -237,8 +232,7 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 		ic.g.forget(bc) // from now on nothing may use it, whatever Chrome answers
 		return forward, nil
 	case targetScoped[m.Method]:
-		tid, _ := str(params, "targetId")
-		ok, why := ic.targetAllowed(ctx, c, tid)
+		ok, why := ic.targetAllowed(ctx, c, f.targetID)
 		if !ok {
 			return ic.refuse(c, m, why)
 		}
@@ -339,10 +333,8 @@ func (ic *geoConn) targetAllowed(ctx context.Context, c cdpproxy.Conn, targetID 
 }
 
 // createContext applies rule 4.
-func (ic *geoConn) createContext(c cdpproxy.Conn, m *cdpproxy.Message, msg, params map[string]json.RawMessage) (cdpproxy.Verdict, error) {
-	_, ps := params["proxyServer"]
-	_, pb := params["proxyBypassList"]
-	if ps || pb {
+func (ic *geoConn) createContext(c cdpproxy.Conn, m *cdpproxy.Message, f fields) (cdpproxy.Verdict, error) {
+	if f.hasProxy || f.hasBypass {
 		return ic.refuse(c, m, MsgProxyServer)
 	}
 	if m.Nested {
@@ -351,7 +343,15 @@ func (ic *geoConn) createContext(c cdpproxy.Conn, m *cdpproxy.Message, msg, para
 	if ic.g.o.ProxyServer == "" || !m.HasID {
 		return ic.refuse(c, m, MsgNoProxy)
 	}
-	var err error
+	// the rare command rewritten: decoded in full (strictly) and rebuilt
+	msg, err := object(m.Raw)
+	if err != nil {
+		return ic.refuse(c, m, MsgMalformed)
+	}
+	params, err := object(msg["params"])
+	if err != nil {
+		return ic.refuse(c, m, MsgMalformed)
+	}
 	if params["proxyServer"], err = json.Marshal(ic.g.o.ProxyServer); err != nil {
 		return cdpproxy.Verdict{}, fmt.Errorf("encode proxyServer: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/cdpvault/cdpvault/cdpproxy"
 )
@@ -359,4 +360,72 @@ func TestObjectStrict(t *testing.T) {
 	if o, err := object(nil); err != nil || len(o) != 0 {
 		t.Fatalf("object(nil): %v %v", o, err)
 	}
+}
+
+func TestCommandFields(t *testing.T) {
+	for _, tc := range []struct {
+		raw  string
+		want fields
+		err  bool
+	}{
+		{raw: `{"id":1,"method":"x"}`},
+		{raw: `{"id":1,"params":null}`},
+		{raw: `{"id":1,"params":{"url":"a\"}\",\"browserContextId\":\"X","browserContextId":"CTX"}}`, want: fields{hasBC: true, bc: "CTX"}},
+		{raw: `{"params":{"browserContext\u0049d":"C\u0054X","targetId":"T","proxyServer":null}}`, want: fields{hasBC: true, bc: "CTX", targetID: "T", hasProxy: true}},
+		{raw: ` { "params" : { "nested" : {"browserContextId":"no"} , "proxyBypassList" : [ "]" ] } } `, want: fields{hasBypass: true}},
+		{raw: `{"params":{"browserContextId":7}}`, want: fields{hasBC: true}},
+		{raw: `{"params":{"a":"\\\\"},"x":"\\"}`, want: fields{}},
+		{raw: `{"params":{"browserContextId":"A","browserContextId":"B"}}`, err: true},
+		{raw: `{"params":{"targetId":"A","targetId":"B"}}`, err: true},
+		{raw: `{"params":{},"params":{"browserContextId":"B"}}`, err: true},
+		{raw: `{"params":[1]}`, err: true},
+		{raw: `{"params":"x"}`, err: true},
+		{raw: `{"params":{"a":1`, err: true},
+		{raw: `[]`, err: true},
+		{raw: `{"a":"unterminated}`, err: true},
+	} {
+		got, err := commandFields([]byte(tc.raw))
+		if (err != nil) != tc.err {
+			t.Errorf("%s: err %v", tc.raw, err)
+			continue
+		}
+		got.params = nil
+		if !tc.err && (got.hasBC != tc.want.hasBC || got.bc != tc.want.bc || got.targetID != tc.want.targetID ||
+			got.hasProxy != tc.want.hasProxy || got.hasBypass != tc.want.hasBypass) {
+			t.Errorf("%s: got %+v want %+v", tc.raw, got, tc.want)
+		}
+	}
+}
+
+// FuzzMembers checks the fast member scan against encoding/json on every
+// valid object: the same members with the same raw values.
+func FuzzMembers(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1}`, `{"a":"x\"y","b":{"c":[1,"]",{}]},"d":null,"e":true,"f":-1.5e3}`,
+		`{"k\u0061":"\\","b":"\\\""}`, ` {"a" : [ ] , "b":{ } } `, `{"a":1,"a":2}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if tr := strings.TrimSpace(string(raw)); tr == "" || tr == "null" || !utf8.Valid(raw) {
+			return // absent params read as empty by design; the proxy refuses non-UTF-8 frames
+		}
+		want, err := object(raw)
+		if err != nil {
+			return
+		}
+		got := map[string]string{}
+		if err := members(raw, func(k string, v []byte) error {
+			got[k] = string(v)
+			return nil
+		}); err != nil {
+			t.Fatalf("members(%q): %v; encoding/json accepts it", raw, err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("members(%q) = %v, want %d members", raw, got, len(want))
+		}
+		for k, v := range want {
+			if got[k] != string(v) {
+				t.Fatalf("members(%q)[%q] = %q, want %q", raw, k, got[k], v)
+			}
+		}
+	})
 }

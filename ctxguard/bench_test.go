@@ -1,0 +1,41 @@
+package ctxguard
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/cdpvault/cdpvault/cdpproxy"
+)
+
+// BenchmarkCommand measures the Guard's per-command cost on a page session
+// of an allowed context, side by side with the pass-through NewShared
+// interceptor as the baseline, for a small command and a 1 MiB one.
+func BenchmarkCommand(b *testing.B) {
+	g := NewGuard(Options{ProxyServer: ourProxy, BypassList: "<-loopback>"})
+	g.allow("CTX")
+	c := newFake()
+	c.targets["S"] = cdpproxy.TargetInfo{SessionID: "S", TargetID: "T", Type: "page", BrowserContext: "CTX"}
+	small := cmd(1, "Page.navigate", `{"url":"https://acme.example.com/login?next=%2Fhome"}`, "S")
+	big := cmd(2, "Runtime.evaluate", `{"expression":"`+strings.Repeat("x", 1<<20)+`"}`, "S")
+	for _, tc := range []struct {
+		name string
+		m    *cdpproxy.Message
+	}{{"small", small}, {"1MiB", big}} {
+		for _, ic := range []struct {
+			name string
+			ic   cdpproxy.Interceptor
+		}{{"baseline", NewShared(Options{})}, {"guard", g.Interceptor()}} {
+			b.Run(tc.name+"/"+ic.name, func(b *testing.B) {
+				b.SetBytes(int64(len(tc.m.Raw)))
+				b.ReportAllocs()
+				for b.Loop() {
+					v, err := ic.ic.Command(context.Background(), c, tc.m)
+					if err != nil || v.Kind != cdpproxy.Forward {
+						b.Fatal(v.Kind, err)
+					}
+				}
+			})
+		}
+	}
+}
