@@ -429,3 +429,21 @@ func FuzzMembers(f *testing.F) {
 		}
 	})
 }
+
+func TestDiscoveryAllowed(t *testing.T) {
+	g := NewGuard(Options{ProxyServer: ourProxy})
+	g.allow("CTX")
+	g.learnTarget("OURS", "CTX")
+	g.learnTarget("SHARED", "DEFAULT")
+	for sub, want := range map[string]bool{
+		"/json": true, "/json/": true, "/json/list": true, "/json/list/": true, "/json/version": true,
+		"/json/version/": true, "/json/protocol": true, "/devtools/browser/x": true, "/devtools/page/OURS": true,
+		"/json/new": false, "/json/new/": false, "/json/newx": false, "/json/activate/OURS": true,
+		"/json/close/OURS": true, "/json/activate/SHARED": false, "/json/close/SHARED": false,
+		"/json/close/UNKNOWN": false, "/json/close/": false, "/json/close/OURS/x": false, "/other": false, "": false,
+	} {
+		if got := g.DiscoveryAllowed(sub); got != want {
+			t.Errorf("DiscoveryAllowed(%q) = %v, want %v", sub, got, want)
+		}
+	}
+}

@@ -76,9 +76,9 @@
 // of the session keeps pointing at a forwarder port that a later session's
 // forwarder might reuse.
 //
-// Not covered here (HTTP, not CDP): the discovery endpoint PUT /json/new
-// opens a page in Chrome's default context, which goes direct; the daemon
-// must refuse it for geo sessions in attach mode.
+// HTTP discovery never reaches an interceptor, and PUT /json/new opens a
+// page in Chrome's default context (which goes direct): the daemon asks
+// Guard.DiscoveryAllowed before serving a geo session's discovery request.
 //
 // # Other attach-mode sessions (NewShared)
 //
