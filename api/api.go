@@ -217,7 +217,10 @@ func (h *handler) auth(next tenantHandler) http.HandlerFunc {
 		t, err := h.o.Store.Authenticate(r.Context(), strings.TrimSpace(tok))
 		if err != nil {
 			if !errors.Is(err, secretstore.ErrUnauthorized) {
+				// The token may be fine: the store could not check it.
 				h.o.Logger.Error("authenticate", "err", err)
+				writeError(w, storeError(err))
+				return
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="cdpvault", error="invalid_token"`)
 			writeError(w, &Error{http.StatusUnauthorized, "unauthorized", "invalid or revoked token"})
@@ -432,12 +435,16 @@ func storeError(err error) *Error {
 		return &Error{http.StatusConflict, "exists", "already exists"}
 	case errors.Is(err, secretstore.ErrInvalidName):
 		return &Error{http.StatusBadRequest, "invalid_name", "name must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"}
-	case errors.Is(err, secretstore.ErrInvalidValue):
-		return &Error{http.StatusBadRequest, "invalid_value", fmt.Sprintf("value must be %d to %d bytes", secretstore.MinValueLen, secretstore.MaxValueLen)}
-	case errors.Is(err, secretstore.ErrInvalidOrigin):
-		return &Error{http.StatusBadRequest, "invalid_origin", oneLine(err.Error())}
 	case errors.Is(err, secretstore.ErrInvalidKind):
 		return &Error{http.StatusBadRequest, "invalid_kind", "kind must be password, text or totp"}
+	case errors.Is(err, secretstore.ErrInvalidValue):
+		// The store's reason (length, control characters, base32) never
+		// holds the value.
+		return &Error{http.StatusBadRequest, "invalid_value", oneLine(err.Error())}
+	case errors.Is(err, secretstore.ErrInvalidOrigin):
+		return &Error{http.StatusBadRequest, "invalid_origin", oneLine(err.Error())}
+	case errors.Is(err, secretstore.ErrMemlock):
+		return &Error{http.StatusServiceUnavailable, "memlock_exhausted", "no lockable memory left for secret values; retry later"}
 	}
 	return &Error{http.StatusInternalServerError, "internal", "internal error"}
 }

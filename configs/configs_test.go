@@ -236,6 +236,9 @@ type Config struct {
 	Metrics struct {
 		SecretNameLabels bool `yaml:"secret_name_labels"`
 	} `yaml:"metrics"`
+	Audit struct {
+		Retention string `yaml:"retention"`
+	} `yaml:"audit"`
 }
 
 func TestExampleConfig(t *testing.T) {
@@ -265,7 +268,7 @@ func TestExampleConfig(t *testing.T) {
 		"log.level", "log.format", "chrome.url", "chrome.path", "chrome.args", "geo.credentials_tenant",
 		"geo.pools.*.timezone", "geo.pools.*.locale", "geo.pools.*.upstreams[].url",
 		"geo.pools.*.upstreams[].username", "geo.pools.*.upstreams[].password_secret",
-		"sessions.default_ttl", "sessions.max_ttl", "sessions.max", "metrics.secret_name_labels"} {
+		"sessions.default_ttl", "sessions.max_ttl", "sessions.max", "metrics.secret_name_labels", "audit.retention"} {
 		if !seen[k] {
 			t.Errorf("cdpvault.yaml lacks key %s", k)
 		}

@@ -453,9 +453,38 @@ func NewShared(o Options) cdpproxy.Interceptor {
 	return &sharedConn{log: log}
 }
 
-type sharedConn struct{ log *slog.Logger }
+// NewLaunchGeo returns the interceptor for a connection of a geo session in
+// launch mode, whose own browser was started with the pool's forwarder as
+// --proxy-server: every context inherits that proxy unless the agent names
+// another, so Target.createBrowserContext carrying proxyServer or
+// proxyBypassList (in any spelling Chrome's parser accepts, or with repeated
+// members) is refused. Everything else is forwarded.
+func NewLaunchGeo(o Options) cdpproxy.Interceptor {
+	ic := NewShared(o).(*sharedConn)
+	ic.launchGeo = true
+	return ic
+}
+
+type sharedConn struct {
+	log       *slog.Logger
+	launchGeo bool // refuse proxy overrides only (launch mode); else refuse browser kills (attach mode)
+}
 
 func (s *sharedConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	if s.launchGeo {
+		if m.Method != "Target.createBrowserContext" {
+			return forward, nil
+		}
+		f, err := commandFields(m.Raw)
+		if err != nil {
+			return cdpproxy.Verdict{Kind: cdpproxy.Reply, Data: cdpproxy.ErrorReply(m, MsgMalformed)}, nil
+		}
+		if f.hasProxy || f.hasBypass {
+			s.log.Info("cdp command refused: proxy override in a geo session", "method", m.Method)
+			return cdpproxy.Verdict{Kind: cdpproxy.Reply, Data: cdpproxy.ErrorReply(m, MsgProxyServer)}, nil
+		}
+		return forward, nil
+	}
 	if isBrowserKill(m.Method) {
 		sid := ""
 		if ss := c.Session(); ss != nil {

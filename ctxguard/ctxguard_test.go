@@ -347,6 +347,21 @@ func TestShared(t *testing.T) {
 	}
 }
 
+// In launch mode a geo session's browser runs behind the pool's forwarder;
+// an agent-made context naming another proxy (or direct://) would leave it.
+func TestLaunchGeo(t *testing.T) {
+	ic, c := NewLaunchGeo(Options{}), newFake()
+	for i, p := range []string{`{"proxyServer":"direct://"}`, `{"proxyBypassList":"*"}`,
+		`{"\u0070roxyServer":"http://127.0.0.1:1"}`, `{"proxyServer":"","disposeOnDetach":true}`} {
+		mustRefuse(t, ic, c, cmd(int64(10+i), "Target.createBrowserContext", p, ""), MsgProxyServer)
+	}
+	mustRefuse(t, ic, c, cmd(20, "Target.createBrowserContext", `{"browserContextId":"a","browserContextId":"b"}`, ""), MsgMalformed)
+	for _, m := range []*cdpproxy.Message{cmd(3, "Target.createBrowserContext", `{"disposeOnDetach":true}`, ""),
+		cmd(4, "Target.createBrowserContext", "", ""), cmd(5, "Browser.close", "", ""), cmd(6, "Page.navigate", `{"url":"http://x.test/"}`, "S")} {
+		mustForward(t, ic, c, m)
+	}
+}
+
 func TestObjectStrict(t *testing.T) {
 	for _, bad := range []string{`{"a":1,"a":2}`, `{"a":1`, `[1]`, `"x"`, `{"a":1} {}`, `{"a\u0062":1,"ab":2}`} {
 		if _, err := object([]byte(bad)); err == nil {

@@ -32,6 +32,13 @@ type Config struct {
 	Geo           GeoConfig      `yaml:"geo"`
 	Sessions      SessionsConfig `yaml:"sessions"`
 	Metrics       MetricsConfig  `yaml:"metrics"`
+	Audit         AuditConfig    `yaml:"audit"`
+}
+
+// AuditConfig bounds the injection audit log (an addition to INTERFACE.md).
+type AuditConfig struct {
+	// Retention is how long audit records are kept; 0 keeps them for ever.
+	Retention time.Duration `yaml:"retention"`
 }
 
 // LogConfig selects the log level and format.
@@ -104,6 +111,7 @@ func Defaults() Config {
 		Log:           LogConfig{Level: "info", Format: "json"},
 		Geo:           GeoConfig{CredentialsTenant: "ops"},
 		Sessions:      SessionsConfig{DefaultTTL: time.Hour, MaxTTL: 24 * time.Hour, Max: 32},
+		Audit:         AuditConfig{Retention: 90 * 24 * time.Hour},
 	}
 }
 
@@ -250,6 +258,9 @@ func (c *Config) Validate() []error {
 	}
 	if c.Sessions.DefaultTTL < 0 || c.Sessions.MaxTTL < 0 || c.Sessions.Max < 0 {
 		add("sessions: durations and max must not be negative")
+	}
+	if c.Audit.Retention < 0 {
+		add("audit.retention: must not be negative")
 	}
 	if c.Sessions.MaxTTL > 0 && c.Sessions.DefaultTTL > c.Sessions.MaxTTL {
 		add("sessions: default_ttl %s exceeds max_ttl %s", c.Sessions.DefaultTTL, c.Sessions.MaxTTL)

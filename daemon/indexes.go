@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/awnumar/memguard"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdpvault/cdpvault/cdpproxy"
 	"github.com/cdpvault/cdpvault/geo"
@@ -28,7 +30,10 @@ type tenantIndex struct {
 	ix      *redact.Index
 	rev     int64
 	credRev int64
-	refs    int // guarded by indexCache.mu
+	// geoNames is the set of upstream password secrets the index holds: a
+	// pool reload can name new ones without any revision changing.
+	geoNames string
+	refs     int // guarded by indexCache.mu
 }
 
 // Index implements scrub.Source; callers hold mu.RLock (see guarded).
@@ -129,6 +134,22 @@ func (c *indexCache) release(ti *tenantIndex) {
 	}
 }
 
+// refreshAll rebuilds every live index that is out of date (after a pool
+// reload, before the next tick).
+func (c *indexCache) refreshAll(ctx context.Context) {
+	c.mu.Lock()
+	all := make([]*tenantIndex, 0, len(c.tenants))
+	for _, ti := range c.tenants {
+		all = append(all, ti)
+	}
+	c.mu.Unlock()
+	for _, ti := range all {
+		if err := c.refresh(ctx, ti); err != nil && ctx.Err() == nil {
+			c.logger.Error("scrub index refresh", "tenant", ti.tenant, "err", err)
+		}
+	}
+}
+
 // changed is called after the API wrote a tenant's secrets.
 func (c *indexCache) changed(tenant string) {
 	c.mu.Lock()
@@ -167,8 +188,12 @@ func (c *indexCache) refresh(ctx context.Context, ti *tenantIndex) error {
 			return fmt.Errorf("credentials tenant: %w", err)
 		}
 	}
+	geoNames := ""
+	if cred != nil {
+		geoNames = strings.Join(c.geo.SecretNames(), "\x00")
+	}
 	ti.mu.RLock()
-	same := ti.ix != nil && ti.rev == rev && ti.credRev == credRev
+	same := ti.ix != nil && ti.rev == rev && ti.credRev == credRev && ti.geoNames == geoNames
 	ti.mu.RUnlock()
 	if same {
 		return nil
@@ -202,7 +227,7 @@ func (c *indexCache) refresh(ctx context.Context, ti *tenantIndex) error {
 	}
 	ti.mu.Lock()
 	old := ti.ix
-	ti.ix, ti.rev, ti.credRev = ix, rev, credRev
+	ti.ix, ti.rev, ti.credRev, ti.geoNames = ix, rev, credRev, geoNames
 	ti.mu.Unlock()
 	if old != nil {
 		old.Destroy()
@@ -306,18 +331,8 @@ func (c *indexCache) refreshLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		c.mu.Lock()
-		all := make([]*tenantIndex, 0, len(c.tenants))
-		for _, ti := range c.tenants {
-			all = append(all, ti)
-		}
-		c.mu.Unlock()
-		for _, ti := range all {
-			if err := c.refresh(ctx, ti); err != nil && ctx.Err() == nil {
-				c.logger.Error("scrub index refresh", "tenant", ti.tenant, "err", err)
-			}
-		}
-		if len(all) > 0 {
+		c.refreshAll(ctx)
+		if c.logIx.Load() != nil {
 			if err := c.refreshLog(ctx, false); err != nil && ctx.Err() == nil {
 				c.logger.Error("log scrub index refresh", "err", err)
 			}
@@ -343,9 +358,10 @@ func (c *indexCache) destroy() {
 
 // tenantAudit stores injection audit records in the tenant's log.
 type tenantAudit struct {
-	t       *secretstore.Tenant
-	session string
-	logger  *slog.Logger
+	t        *secretstore.Tenant
+	session  string
+	logger   *slog.Logger
+	bySecret *prometheus.CounterVec // nil unless opted in
 }
 
 func (a tenantAudit) Audit(ctx context.Context, r inject.Record) {
@@ -355,6 +371,9 @@ func (a tenantAudit) Audit(ctx context.Context, r inject.Record) {
 	}
 	if rec.Time.IsZero() {
 		rec.Time = time.Now().UTC()
+	}
+	if a.bySecret != nil {
+		a.bySecret.WithLabelValues(a.t.Name(), r.Secret, r.Result).Inc()
 	}
 	if err := a.t.AppendAudit(context.WithoutCancel(ctx), rec); err != nil {
 		a.logger.Error("audit append", "session", a.session, "err", err)

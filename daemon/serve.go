@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -58,7 +59,9 @@ type daemon struct {
 	indexes  *indexCache
 	sessions *sessionManager
 	injectM  *inject.Metrics
-	scrubM   *scrub.Metrics
+	// injectBySecret is nil unless metrics.secret_name_labels is on.
+	injectBySecret *prometheus.CounterVec
+	scrubM         *scrub.Metrics
 }
 
 // checkMemlock refuses to run with too little lockable memory.
@@ -204,6 +207,14 @@ func (d *daemon) run(ctx context.Context, stdio IO) (err error) {
 		Discovery:    d.scrubDiscovery,
 	})
 	d.injectM = inject.NewMetrics(d.reg)
+	if d.cfg.Metrics.SecretNameLabels {
+		// Opted in by the operator: names are tenant data, values never.
+		d.injectBySecret = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdpvault_secret_injections_by_secret_total",
+			Help: "Injection attempts by tenant, secret name and result (metrics.secret_name_labels).",
+		}, []string{"tenant", "secret", "result"})
+		d.reg.MustRegister(d.injectBySecret)
+	}
 	d.scrubM = scrub.NewMetrics(d.reg)
 	d.sessions = newSessionManager(d)
 	if d.cfg.Chrome.URL == "" {
@@ -236,7 +247,7 @@ func (d *daemon) run(ctx context.Context, stdio IO) (err error) {
 		SecretsChanged: d.indexes.changed,
 	})
 	mux := http.NewServeMux()
-	mux.Handle("/session/", refusePlaceholderURLs(d.proxy))
+	mux.Handle("/session/", refusePlaceholderURLs(d.guardDiscovery(d.proxy)))
 	mux.Handle("/", apiHandler)
 
 	ln, err := net.Listen("tcp", d.cfg.Listen)
@@ -257,6 +268,7 @@ func (d *daemon) run(ctx context.Context, stdio IO) (err error) {
 	bgctx, stopBG := context.WithCancel(ctx)
 	defer stopBG()
 	go d.indexes.refreshLoop(bgctx)
+	go d.pruneAudit(bgctx)
 	if d.geo != nil {
 		d.geo.Start(bgctx)
 	}
@@ -358,6 +370,11 @@ func (d *daemon) reload() {
 			d.logger.Error("reload: geo pools", "err", err)
 		} else {
 			d.cfg.Geo = cfg.Geo
+			// New upstream passwords join every session's scrub scope
+			// before any new session can use them.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			d.indexes.refreshAll(ctx)
+			cancel()
 		}
 	} else if len(cfg.Geo.Pools) > 0 {
 		d.logger.Warn("reload: geo pools were added; they take effect after a restart")
@@ -392,6 +409,28 @@ func (d *daemon) startGeo(ctx context.Context) error {
 	return nil
 }
 
+// pruneAudit drops audit records older than audit.retention, hourly.
+func (d *daemon) pruneAudit(ctx context.Context) {
+	if d.cfg.Audit.Retention <= 0 {
+		return
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := d.store.PruneAudit(ctx, time.Now().Add(-d.cfg.Audit.Retention))
+		if err != nil && ctx.Err() == nil {
+			d.logger.Warn("audit prune", "err", err)
+		} else if n > 0 {
+			d.logger.Info("audit pruned", "records", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // ready is /readyz: the store answers and a browser can be had.
 func (d *daemon) ready(ctx context.Context) error {
 	if err := d.store.Ping(ctx); err != nil {
@@ -421,6 +460,22 @@ func refusePlaceholderURLs(next http.Handler) http.Handler {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusForbidden)
 			_, _ = io.WriteString(w, "cdpvault: placeholder not allowed in a discovery URL\n")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// guardDiscovery refuses discovery requests a geo session in attach mode may
+// not make (they would open pages outside its proxied contexts).
+func (d *daemon) guardDiscovery(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest, _ := strings.CutPrefix(r.URL.Path, "/session/")
+		token, sub, _ := strings.Cut(rest, "/")
+		if !d.sessions.discoveryAllowed(token, "/"+sub) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = io.WriteString(w, "cdpvault: geo sessions in attach mode open pages only in their own browser context\n")
 			return
 		}
 		next.ServeHTTP(w, r)

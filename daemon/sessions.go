@@ -20,6 +20,7 @@ import (
 	"github.com/cdpvault/cdpvault/api"
 	"github.com/cdpvault/cdpvault/browser"
 	"github.com/cdpvault/cdpvault/cdpproxy"
+	"github.com/cdpvault/cdpvault/ctxguard"
 	"github.com/cdpvault/cdpvault/geo"
 	"github.com/cdpvault/cdpvault/inject"
 	"github.com/cdpvault/cdpvault/scrub"
@@ -41,6 +42,7 @@ type session struct {
 	ps    *cdpproxy.Session
 	br    *browser.Browser
 	fwd   *geo.Forwarder
+	guard *ctxguard.Guard // attach mode with geo: confines the session to its proxied contexts
 	index *tenantIndex
 	timer *time.Timer
 	once  sync.Once
@@ -52,11 +54,22 @@ type sessionManager struct {
 	d        *daemon
 	mu       sync.Mutex
 	sessions map[string]*session // by id
+	byToken  map[string]*session
 	closed   bool
 }
 
 func newSessionManager(d *daemon) *sessionManager {
-	return &sessionManager{d: d, sessions: map[string]*session{}}
+	return &sessionManager{d: d, sessions: map[string]*session{}, byToken: map[string]*session{}}
+}
+
+// discoveryAllowed applies a geo session's context confinement to
+// discovery requests (PUT /json/new would open a page in the shared default
+// context, outside the pool). sub is the path after /session/<token>.
+func (m *sessionManager) discoveryAllowed(token, sub string) bool {
+	m.mu.Lock()
+	s := m.byToken[token]
+	m.mu.Unlock()
+	return s == nil || s.guard == nil || s.guard.DiscoveryAllowed(sub)
 }
 
 func randomID(prefix string, n int) string {
@@ -96,9 +109,6 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 		if !ok {
 			return api.SessionView{}, &api.Error{Status: http.StatusBadRequest, Code: "unknown_geo_pool", Message: fmt.Sprintf("no geo pool named %q", req.Geo)}
 		}
-		if d.cfg.Chrome.URL != "" {
-			return api.SessionView{}, &api.Error{Status: http.StatusBadRequest, Code: "geo_unsupported", Message: "geo pools need launch mode in this version"}
-		}
 	}
 	ttl := d.cfg.Sessions.DefaultTTL
 	if req.TTLSeconds > 0 {
@@ -130,14 +140,21 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 		}
 	}()
 
-	upstream := d.cfg.Chrome.URL
-	if upstream == "" {
-		if req.Geo != "" {
-			s.fwd, err = d.geo.OpenSession(ctx, req.Geo)
-			if err != nil {
-				return api.SessionView{}, fmt.Errorf("geo session: %w", err)
-			}
+	if req.Geo != "" {
+		s.fwd, err = d.geo.OpenSession(ctx, req.Geo)
+		if err != nil {
+			return api.SessionView{}, fmt.Errorf("geo session: %w", err)
 		}
+	}
+	upstream := d.cfg.Chrome.URL
+	if upstream != "" {
+		// Attach mode: the Chrome is shared. A geo session gets pages only
+		// in browser contexts whose proxy is its forwarder; every session
+		// is kept from closing the shared browser.
+		if s.fwd != nil {
+			s.guard = ctxguard.NewGuard(ctxguard.Options{ProxyServer: s.fwd.ProxyURL(), BypassList: geo.ProxyBypassList, Logger: d.logger})
+		}
+	} else {
 		s.br, err = browser.Launch(ctx, d.browserOptions(s.fwd, &pool))
 		if err != nil {
 			return api.SessionView{}, &api.Error{Status: http.StatusServiceUnavailable, Code: "browser_unavailable", Message: "could not start a browser: " + oneLine(err).Error()}
@@ -150,8 +167,11 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 	}
 
 	vault := tenantVault{t: t}
-	audit := tenantAudit{t: t, session: s.id, logger: d.logger}
+	audit := tenantAudit{t: t, session: s.id, logger: d.logger, bySecret: d.injectBySecret}
 	granted := append([]string(nil), names...)
+	attach := d.cfg.Chrome.URL != ""
+	geoLaunch := !attach && s.fwd != nil
+	guard := s.guard
 	s.ps = &cdpproxy.Session{
 		ID:       s.id,
 		Token:    s.token,
@@ -160,10 +180,19 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 		Upstream: upstream,
 		Values:   ix,
 		Interceptors: func(*cdpproxy.Session) []cdpproxy.Interceptor {
-			return []cdpproxy.Interceptor{
+			chain := make([]cdpproxy.Interceptor, 0, 3)
+			switch {
+			case guard != nil:
+				chain = append(chain, guard.Interceptor())
+			case attach:
+				chain = append(chain, ctxguard.NewShared(ctxguard.Options{Logger: d.logger}))
+			case geoLaunch:
+				chain = append(chain, ctxguard.NewLaunchGeo(ctxguard.Options{Logger: d.logger}))
+			}
+			return append(chain,
 				inject.New(inject.Options{Vault: vault, Granted: granted, Audit: audit, Logger: d.logger, Metrics: d.injectM}),
 				guarded{inner: scrub.New(ix, scrub.Options{Logger: d.logger, Metrics: d.scrubM}), ix: ix},
-			}
+			)
 		},
 	}
 
@@ -173,6 +202,7 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 		return api.SessionView{}, &api.Error{Status: http.StatusServiceUnavailable, Code: "shutting_down", Message: "the daemon is stopping"}
 	}
 	m.sessions[s.id] = s
+	m.byToken[s.token] = s
 	m.mu.Unlock()
 	d.proxy.Register(s.ps)
 	s.timer = time.AfterFunc(ttl, func() { m.end(s, "expired") })
@@ -258,6 +288,7 @@ func (m *sessionManager) end(s *session, reason string) {
 	s.once.Do(func() {
 		m.mu.Lock()
 		delete(m.sessions, s.id)
+		delete(m.byToken, s.token)
 		m.mu.Unlock()
 		if s.timer != nil {
 			s.timer.Stop()
@@ -269,6 +300,15 @@ func (m *sessionManager) end(s *session, reason string) {
 }
 
 func (s *session) release(d *daemon) {
+	if s.guard != nil && s.ps != nil {
+		// Contexts whose proxy is about to close must not outlive it: a
+		// later session's forwarder could get the same port.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.guard.Dispose(ctx, s.ps.Upstream); err != nil {
+			d.logger.Warn("dispose browser contexts", "session", s.id, "err", err)
+		}
+		cancel()
+	}
 	if s.br != nil {
 		if err := s.br.Close(); err != nil {
 			d.logger.Warn("browser close", "session", s.id, "err", err)

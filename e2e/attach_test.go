@@ -313,7 +313,25 @@ func TestAttachModeGeo(t *testing.T) {
 	}
 	t.Cleanup(func() { d.API(t, http.MethodDelete, "/api/v1/sessions/"+s.ID, token, nil) })
 	r := DialRaw(t, s.WSURL)
-	_, sid := r.NewPageSession("about:blank")
+	// The shared default context goes direct, so a geo session in attach
+	// mode works in a browser context of its own, which the daemon gives the
+	// pool's proxy; a page in the default context is refused.
+	if resp := r.Call("", "Target.createTarget", map[string]any{"url": "about:blank"}); resp.Error == nil || !strings.HasPrefix(resp.Error.Message, "cdpvault:") {
+		t.Errorf("a page in the shared default context was not refused: %s %+v", resp.Result, resp.Error)
+	}
+	var bc struct {
+		ID string `json:"browserContextId"`
+	}
+	r.MustCall("", "Target.createBrowserContext", map[string]any{"disposeOnDetach": true}, &bc)
+	var ct struct {
+		TargetID string `json:"targetId"`
+	}
+	r.MustCall("", "Target.createTarget", map[string]any{"url": "about:blank", "browserContextId": bc.ID}, &ct)
+	var at struct {
+		SessionID string `json:"sessionId"`
+	}
+	r.MustCall("", "Target.attachToTarget", map[string]any{"targetId": ct.TargetID, "flatten": true}, &at)
+	sid := at.SessionID
 	r.Navigate(sid, site.URL("acme", "/blank?route=attach-geo"))
 	if n := len(site.Received("acme.test", "/blank")); n != 1 {
 		t.Errorf("the site saw %d requests, want 1", n)
