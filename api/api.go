@@ -9,6 +9,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"github.com/awnumar/memguard"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cdpvault/cdpvault/jsonstr"
 	"github.com/cdpvault/cdpvault/secretstore"
 )
 
@@ -512,116 +514,16 @@ func decodeSecretBody(body []byte) (secretBody, map[string]json.RawMessage, *Err
 
 // unquoteJSONString decodes a JSON string literal into a locked buffer.
 func unquoteJSONString(raw json.RawMessage) (*memguard.LockedBuffer, error) {
-	s := raw
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t' || s[0] == '\n' || s[0] == '\r') {
-		s = s[1:]
+	s := bytes.TrimSpace(raw)
+	// The decoded value is never longer than the literal, so it is decoded
+	// in place into locked memory and never reallocated.
+	buf := memguard.NewBuffer(len(s) + 1)
+	out, err := jsonstr.Unquote(buf.Bytes()[:0], s)
+	if err != nil {
+		buf.Destroy()
+		return nil, err
 	}
-	if len(s) < 2 || s[0] != '"' || s[len(s)-1] != '"' {
-		return nil, errors.New("not a JSON string")
-	}
-	s = s[1 : len(s)-1]
-	buf := memguard.NewBuffer(len(s) + 1) // decoded is never longer
-	out := buf.Bytes()
-	n := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '\\' {
-			out[n] = c
-			n++
-			continue
-		}
-		i++
-		if i >= len(s) {
-			buf.Destroy()
-			return nil, errors.New("bad escape")
-		}
-		switch s[i] {
-		case '"', '\\', '/':
-			out[n] = s[i]
-			n++
-		case 'b':
-			out[n] = '\b'
-			n++
-		case 'f':
-			out[n] = '\f'
-			n++
-		case 'n':
-			out[n] = '\n'
-			n++
-		case 'r':
-			out[n] = '\r'
-			n++
-		case 't':
-			out[n] = '\t'
-			n++
-		case 'u':
-			r, ok := hex4(s[i+1:])
-			if !ok {
-				buf.Destroy()
-				return nil, errors.New("bad escape")
-			}
-			i += 4
-			if r >= 0xD800 && r < 0xDC00 && i+6 < len(s) && s[i+1] == '\\' && s[i+2] == 'u' {
-				if r2, ok := hex4(s[i+3:]); ok && r2 >= 0xDC00 && r2 < 0xE000 {
-					r = 0x10000 + (r-0xD800)<<10 + (r2 - 0xDC00)
-					i += 6
-				}
-			}
-			n += encodeRune(out[n:], r)
-		default:
-			buf.Destroy()
-			return nil, errors.New("bad escape")
-		}
-	}
-	res := memguard.NewBufferFromBytes(out[:n])
+	res := memguard.NewBufferFromBytes(out) // copies and wipes out
 	buf.Destroy()
 	return res, nil
-}
-
-func hex4(s []byte) (rune, bool) {
-	if len(s) < 4 {
-		return 0, false
-	}
-	var r rune
-	for _, c := range s[:4] {
-		r <<= 4
-		switch {
-		case c >= '0' && c <= '9':
-			r |= rune(c - '0')
-		case c >= 'a' && c <= 'f':
-			r |= rune(c - 'a' + 10)
-		case c >= 'A' && c <= 'F':
-			r |= rune(c - 'A' + 10)
-		default:
-			return 0, false
-		}
-	}
-	return r, true
-}
-
-// encodeRune writes r as UTF-8 (lone surrogates as U+FFFD, as encoding/json).
-func encodeRune(p []byte, r rune) int {
-	if r >= 0xD800 && r < 0xE000 {
-		r = 0xFFFD
-	}
-	switch {
-	case r < 0x80:
-		p[0] = byte(r)
-		return 1
-	case r < 0x800:
-		p[0] = 0xC0 | byte(r>>6)
-		p[1] = 0x80 | byte(r)&0x3F
-		return 2
-	case r < 0x10000:
-		p[0] = 0xE0 | byte(r>>12)
-		p[1] = 0x80 | byte(r>>6)&0x3F
-		p[2] = 0x80 | byte(r)&0x3F
-		return 3
-	default:
-		p[0] = 0xF0 | byte(r>>18)
-		p[1] = 0x80 | byte(r>>12)&0x3F
-		p[2] = 0x80 | byte(r>>6)&0x3F
-		p[3] = 0x80 | byte(r)&0x3F
-		return 4
-	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+
+	"github.com/cdpvault/cdpvault/jsonstr"
 )
 
 // walker visits every scalar of a JSON document with the path of keys
@@ -178,87 +180,11 @@ func pathIs(path [][]byte, want ...string) bool {
 // unquote decodes the JSON string literal q (with quotes) by appending to
 // dst, so that the caller owns (and can wipe) every byte.
 func unquote(dst, q []byte) ([]byte, error) {
-	if len(q) < 2 || q[0] != '"' || q[len(q)-1] != '"' {
-		return dst, fmt.Errorf("%w: not a string", errJSON)
+	out, err := jsonstr.Unquote(dst, q)
+	if err != nil {
+		return out, fmt.Errorf("%w: %v", errJSON, err)
 	}
-	q = q[1 : len(q)-1]
-	for i := 0; i < len(q); i++ {
-		c := q[i]
-		if c != '\\' {
-			dst = append(dst, c)
-			continue
-		}
-		i++
-		if i >= len(q) {
-			return dst, fmt.Errorf("%w: dangling escape", errJSON)
-		}
-		switch q[i] {
-		case '"', '\\', '/':
-			dst = append(dst, q[i])
-		case 'b':
-			dst = append(dst, '\b')
-		case 'f':
-			dst = append(dst, '\f')
-		case 'n':
-			dst = append(dst, '\n')
-		case 'r':
-			dst = append(dst, '\r')
-		case 't':
-			dst = append(dst, '\t')
-		case 'u':
-			r, ok := hex4(q, i+1)
-			if !ok {
-				return dst, fmt.Errorf("%w: bad \\u escape", errJSON)
-			}
-			i += 4
-			if r >= 0xd800 && r < 0xdc00 && i+6 < len(q) && q[i+1] == '\\' && q[i+2] == 'u' {
-				if r2, ok := hex4(q, i+3); ok && r2 >= 0xdc00 && r2 < 0xe000 {
-					r = 0x10000 + (r-0xd800)<<10 + (r2 - 0xdc00)
-					i += 6
-				}
-			}
-			dst = appendRune(dst, r)
-		default:
-			return dst, fmt.Errorf("%w: bad escape", errJSON)
-		}
-	}
-	return dst, nil
-}
-
-func hex4(q []byte, i int) (rune, bool) {
-	if i+4 > len(q) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range q[i : i+4] {
-		r <<= 4
-		switch {
-		case c >= '0' && c <= '9':
-			r |= rune(c - '0')
-		case c >= 'a' && c <= 'f':
-			r |= rune(c - 'a' + 10)
-		case c >= 'A' && c <= 'F':
-			r |= rune(c - 'A' + 10)
-		default:
-			return 0, false
-		}
-	}
-	return r, true
-}
-
-func appendRune(dst []byte, r rune) []byte {
-	switch {
-	case r < 0x80:
-		return append(dst, byte(r))
-	case r < 0x800:
-		return append(dst, 0xc0|byte(r>>6), 0x80|byte(r)&0x3f)
-	case r >= 0xd800 && r < 0xe000:
-		return append(dst, 0xef, 0xbf, 0xbd) // lone surrogate: U+FFFD
-	case r < 0x10000:
-		return append(dst, 0xe0|byte(r>>12), 0x80|byte(r>>6)&0x3f, 0x80|byte(r)&0x3f)
-	default:
-		return append(dst, 0xf0|byte(r>>18), 0x80|byte(r>>12)&0x3f, 0x80|byte(r>>6)&0x3f, 0x80|byte(r)&0x3f)
-	}
+	return out, nil
 }
 
 // quote appends s as a JSON string literal the way Chrome writes it
