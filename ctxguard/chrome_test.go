@@ -391,34 +391,61 @@ func TestGeoSessionInAttachMode(t *testing.T) {
 	b.refused("Browser.close", nil, "", MsgBrowserClose)
 	b.refused("Storage.getCookies", nil, "", MsgForeignCtx)
 
-	// the default (shared) context's page
+	// the default (shared) context's page, as Chrome itself lists it: the
+	// session's getTargets does not show it
+	shared := sharedPage(t, ch.base, bc)
 	var targets struct {
 		TargetInfos []targetInfo `json:"targetInfos"`
 	}
 	json.Unmarshal(b.ok("Target.getTargets", nil, ""), &targets)
-	var shared targetInfo
 	for _, ti := range targets.TargetInfos {
-		if ti.Type == "page" && ti.BrowserContextID != bc {
-			shared = ti
+		if ti.BrowserContextID != bc {
+			t.Errorf("getTargets lists a target outside the session's context: %+v", ti)
 		}
 	}
-	if shared.TargetID == "" {
-		t.Fatalf("no default-context page among %+v", targets.TargetInfos)
+	if !strings.Contains(string(b.ok("Target.getTargets", nil, "")), tid) {
+		t.Errorf("getTargets does not list the session's own page")
 	}
+	if ctxs := field[[]string](t, b.ok("Target.getBrowserContexts", nil, ""), "browserContextIds"); len(ctxs) != 1 || ctxs[0] != bc {
+		t.Errorf("getBrowserContexts = %v: want the own context %s only", ctxs, bc)
+	}
+	b.refused("Target.getTargetInfo", map[string]any{"targetId": shared.TargetID}, "", MsgForeignTarget)
 	b.refused("Target.attachToTarget", map[string]any{"targetId": shared.TargetID, "flatten": true}, "", MsgForeignTarget)
 	b.refused("Target.activateTarget", map[string]any{"targetId": shared.TargetID}, "", MsgForeignTarget)
 	b.refused("Target.closeTarget", map[string]any{"targetId": shared.TargetID}, "", MsgForeignTarget)
 	b.refused("Target.createTarget", map[string]any{"url": st.url + "/shared-ctx", "browserContextId": shared.BrowserContextID}, "", MsgCreateTarget)
 
-	// auto-attach reveals the shared page; using it is refused
-	b.ok("Target.setAutoAttach", map[string]any{"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true}, "")
+	// browser-level auto-attach with waitForDebuggerOnStart: Chrome attaches
+	// the connection to foreign pages too; the guard hides them and the
+	// daemon resumes and detaches them, so another client's new page is
+	// not left paused
+	b.ok("Target.setDiscoverTargets", map[string]any{"discover": true}, "")
+	b.ok("Target.setAutoAttach", map[string]any{"autoAttach": true, "waitForDebuggerOnStart": true, "flatten": true}, "")
+	other := dial(t, browserWS(t, ch.base))
+	ftid := field[string](t, other.ok("Target.createTarget", map[string]any{"url": "about:blank"}, ""), "targetId")
+	fsid := field[string](t, other.ok("Target.attachToTarget", map[string]any{"targetId": ftid, "flatten": true}, ""), "sessionId")
+	other.ok("Page.navigate", map[string]any{"url": "data:text/html,<title>foreign</title>"}, fsid)
+	if v := other.ok("Runtime.evaluate", map[string]any{"expression": loadedTitle, "awaitPromise": true, "returnByValue": true}, fsid); !strings.Contains(string(v), `"foreign"`) {
+		t.Errorf("the foreign page did not load while the session auto-attached with waitForDebuggerOnStart: %s", v)
+	}
+	// an own page created now is shown (and paused for this client)
+	tid3 := field[string](t, b.ok("Target.createTarget", map[string]any{"url": "about:blank", "browserContextId": bc}, ""), "targetId")
 	att := b.event(func(m wireMsg) bool {
-		return m.Method == "Target.attachedToTarget" && strings.Contains(string(m.Params), shared.TargetID)
+		return m.Method == "Target.attachedToTarget" && strings.Contains(string(m.Params), tid3)
 	})
-	ssid := field[string](t, att.Params, "sessionId")
-	b.refused("Page.navigate", map[string]any{"url": st.url + "/autoattached"}, ssid, MsgForeignTarget)
-	b.refused("Runtime.evaluate", map[string]any{"expression": "fetch('" + st.url + "/fetch')"}, ssid, MsgForeignTarget)
-	b.ok("Runtime.runIfWaitingForDebugger", nil, ssid)
+	b.ok("Runtime.runIfWaitingForDebugger", nil, field[string](t, att.Params, "sessionId"))
+	b.ok("Browser.getVersion", nil, "") // ordered after every event above
+	for len(b.events) > 0 {
+		m := <-b.events
+		if strings.Contains(string(m.Params), ftid) || strings.Contains(string(m.Params), shared.TargetID) || (m.SessionID != "" && m.SessionID == fsid) {
+			t.Errorf("the session received an event about a foreign target: %s %s", m.Method, m.Params)
+		}
+	}
+	// the foreign pages' session ids are never revealed; a guessed one is refused
+	for _, s := range []string{fsid, "0123456789ABCDEF0123456789ABCDEF"} {
+		b.refused("Runtime.evaluate", map[string]any{"expression": "fetch('" + st.url + "/fetch')"}, s, MsgForeignTarget)
+	}
+	b.refused("Page.navigate", map[string]any{"url": st.url + "/autoattached"}, fsid, MsgForeignTarget)
 
 	// page-level sockets: the shared page's is refused, ours works
 	ps := dial(t, pageWS(t, base, shared.TargetID))
@@ -476,6 +503,26 @@ func TestGeoSessionInAttachMode(t *testing.T) {
 		t.Fatalf("context %s still exists after Dispose: %s", bc, left)
 	}
 	b.refused("Target.createTarget", map[string]any{"url": "about:blank", "browserContextId": bc}, "", MsgCreateTarget)
+}
+
+// loadedTitle evaluates to the page's title once it has loaded.
+const loadedTitle = `new Promise(r => document.readyState === "complete" && document.title ? r(document.title) : addEventListener("load", () => r(document.title)))`
+
+// sharedPage returns a page outside context own, asking Chrome directly.
+func sharedPage(t *testing.T, chromeBase, own string) targetInfo {
+	t.Helper()
+	d := dial(t, browserWS(t, chromeBase))
+	var targets struct {
+		TargetInfos []targetInfo `json:"targetInfos"`
+	}
+	json.Unmarshal(d.ok("Target.getTargets", nil, ""), &targets)
+	for _, ti := range targets.TargetInfos {
+		if ti.Type == "page" && ti.BrowserContextID != own {
+			return ti
+		}
+	}
+	t.Fatalf("no page outside context %s among %+v", own, targets.TargetInfos)
+	return targetInfo{}
 }
 
 func pageWS(t *testing.T, base, targetID string) string {

@@ -17,15 +17,16 @@ import (
 // Refusal messages (part of what agents see; tests pin them).
 const (
 	MsgProxyServer   = "cdpvault: proxyServer is set by cdpvault for geo sessions"
-	MsgCreateTarget  = "cdpvault: geo sessions in attach mode open pages only in their own browser context; call Target.createBrowserContext first"
+	MsgCreateTarget  = "cdpvault: sessions in attach mode open pages only in their own browser context; call Target.createBrowserContext first"
 	MsgBrowserClose  = "cdpvault: the browser is shared (attach mode); it cannot be closed or crashed from a session"
-	MsgForeignCtx    = "cdpvault: geo sessions in attach mode may only use their own browser contexts (created with Target.createBrowserContext)"
-	MsgForeignTarget = "cdpvault: geo sessions in attach mode may only use targets in their own browser contexts"
-	MsgRootDomain    = "cdpvault: on the browser session a geo session in attach mode may only use Target, Browser.getVersion, SystemInfo, Schema and context-scoped commands of its own browser contexts"
-	MsgTargetMethod  = "cdpvault: this Target method is not available to geo sessions in attach mode"
+	MsgForeignCtx    = "cdpvault: sessions in attach mode may only use their own browser contexts (created with Target.createBrowserContext)"
+	MsgForeignTarget = "cdpvault: sessions in attach mode may only use targets in their own browser contexts"
+	MsgRootDomain    = "cdpvault: on the browser session a session in attach mode may only use Target, Browser.getVersion, SystemInfo, Schema and context-scoped commands of its own browser contexts"
+	MsgTargetMethod  = "cdpvault: this Target method is not available to sessions in attach mode"
 	MsgNoProxy       = "cdpvault: the session's geo proxy is not available"
 	MsgNested        = "cdpvault: Target.createBrowserContext cannot be sent through Target.sendMessageToTarget"
 	MsgMalformed     = "cdpvault: command params must be a JSON object without repeated members"
+	MsgWithheld      = "cdpvault: response withheld (not a well-formed CDP response)"
 )
 
 // lookupTimeout bounds the Target.getTargetInfo a check may need.
@@ -43,6 +44,11 @@ type Options struct {
 	// BypassList is given as proxyBypassList; use geo.ProxyBypassList
 	// ("<-loopback>") so loopback goes through the forwarder too.
 	BypassList string
+	// Direct marks a session without a geo pool: Target.createBrowserContext
+	// is forwarded unchanged (agent proxy parameters included: no pool is
+	// involved) and its context becomes allowed. ProxyServer and BypassList
+	// are ignored. Every other rule is the same as for geo sessions.
+	Direct bool
 	// Logger receives refusals (method and rule, never a payload); nil
 	// discards.
 	Logger *slog.Logger
@@ -58,6 +64,7 @@ type Guard struct {
 
 	mu      sync.Mutex
 	allowed map[string]struct{} // browserContextId
+	former  map[string]struct{} // disposed own contexts: their events stay visible
 	targets map[string]string   // targetId -> browserContextId
 }
 
@@ -67,13 +74,13 @@ func NewGuard(o Options) *Guard {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Guard{o: o, log: log, allowed: map[string]struct{}{}, targets: map[string]string{}}
+	return &Guard{o: o, log: log, allowed: map[string]struct{}{}, former: map[string]struct{}{}, targets: map[string]string{}}
 }
 
 // Interceptor returns the interceptor for one connection of the session;
 // the daemon's Factory calls it for every connection and puts it first.
 func (g *Guard) Interceptor() cdpproxy.Interceptor {
-	return &geoConn{g: g, creating: map[pendKey]struct{}{}, targetsIn: map[pendKey]string{}}
+	return &geoConn{g: g, creating: map[pendKey]struct{}{}, targetsIn: map[pendKey]string{}, sessions: map[string]bool{}}
 }
 
 // Contexts returns the browser contexts the session created, sorted.
@@ -107,8 +114,29 @@ func (g *Guard) allow(id string) {
 
 func (g *Guard) forget(id string) {
 	g.mu.Lock()
-	delete(g.allowed, id)
+	if _, ok := g.allowed[id]; ok {
+		delete(g.allowed, id)
+		if len(g.former) < maxTargets {
+			g.former[id] = struct{}{}
+		}
+	}
 	g.mu.Unlock()
+}
+
+// ours reports whether browserContextID is or was one of the session's:
+// what happens in it may be shown to the session (events about a disposed
+// context's pages), though nothing may use it once disposed.
+func (g *Guard) ours(browserContextID string) bool {
+	if browserContextID == "" {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.allowed[browserContextID]
+	if !ok {
+		_, ok = g.former[browserContextID]
+	}
+	return ok
 }
 
 func (g *Guard) learnTarget(targetID, browserContextID string) {
@@ -148,6 +176,11 @@ type geoConn struct {
 	mu        sync.Mutex
 	creating  map[pendKey]struct{} // rewritten createBrowserContext awaiting its response
 	targetsIn map[pendKey]string   // createTarget awaiting its response -> its context
+	cmdConn   cdpproxy.Conn        // the Conn of Command, for calls made on behalf of Event
+
+	// sessions maps the CDP sessions attached on this connection to whether
+	// their target is in one of the session's contexts (Event goroutine only).
+	sessions map[string]bool
 }
 
 func (ic *geoConn) refuse(c cdpproxy.Conn, m *cdpproxy.Message, msg string) (cdpproxy.Verdict, error) {
@@ -197,6 +230,11 @@ func isBrowserKill(method string) bool {
 
 // Command implements cdpproxy.Interceptor.
 func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	ic.mu.Lock()
+	if ic.cmdConn == nil {
+		ic.cmdConn = c
+	}
+	ic.mu.Unlock()
 	f, err := commandFields(m.Raw)
 	if err != nil {
 		return ic.refuse(c, m, MsgMalformed)
@@ -244,8 +282,6 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 		return forward, nil
 	case strings.HasPrefix(m.Method, "Target."):
 		return ic.refuse(c, m, MsgTargetMethod)
-	case m.Method == "Runtime.runIfWaitingForDebugger":
-		return forward, nil
 	}
 
 	if m.SessionID == "" {
@@ -254,7 +290,7 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 			return ic.refuse(c, m, MsgForeignTarget)
 		}
 		if root.Type == "browser" {
-			return ic.rootCommand(c, m, hasBC)
+			return ic.rootCommand(ctx, c, m, f)
 		}
 		// page-level socket: the page itself must be in an allowed context
 		if ok, why := ic.targetAllowed(ctx, c, root.TargetID); !ok {
@@ -267,7 +303,7 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 		return ic.refuse(c, m, MsgForeignTarget)
 	}
 	if ti.Type == "browser" {
-		return ic.rootCommand(c, m, hasBC)
+		return ic.rootCommand(ctx, c, m, f)
 	}
 	if ti.BrowserContext != "" {
 		ic.g.learnTarget(ti.TargetID, ti.BrowserContext)
@@ -283,8 +319,17 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 }
 
 // rootCommand applies rule 9 (the browser session's own commands).
-func (ic *geoConn) rootCommand(c cdpproxy.Conn, m *cdpproxy.Message, hasBC bool) (cdpproxy.Verdict, error) {
+func (ic *geoConn) rootCommand(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, f fields) (cdpproxy.Verdict, error) {
+	hasBC := f.hasBC
+	if f.targetID != "" { // e.g. Browser.getWindowForTarget: only for own targets
+		if ok, why := ic.targetAllowed(ctx, c, f.targetID); !ok {
+			return ic.refuse(c, m, why)
+		}
+	}
 	switch {
+	case m.Method == "Runtime.runIfWaitingForDebugger":
+		// a no-op on the browser session; some clients send it everywhere
+		return forward, nil
 	case rootBrowser[m.Method]:
 		return forward, nil
 	case m.Method == "Browser.setDownloadBehavior" && !hasBC:
@@ -334,6 +379,18 @@ func (ic *geoConn) targetAllowed(ctx context.Context, c cdpproxy.Conn, targetID 
 
 // createContext applies rule 4.
 func (ic *geoConn) createContext(c cdpproxy.Conn, m *cdpproxy.Message, f fields) (cdpproxy.Verdict, error) {
+	if ic.g.o.Direct {
+		if m.Nested {
+			return ic.refuse(c, m, MsgNested)
+		}
+		if !m.HasID { // Chrome answers nothing without an id: nothing to learn
+			return ic.refuse(c, m, MsgMalformed)
+		}
+		ic.mu.Lock()
+		ic.creating[pendKey{m.SessionID, m.ID}] = struct{}{}
+		ic.mu.Unlock()
+		return forward, nil
+	}
 	if f.hasProxy || f.hasBypass {
 		return ic.refuse(c, m, MsgProxyServer)
 	}
@@ -373,72 +430,13 @@ func (ic *geoConn) createContext(c cdpproxy.Conn, m *cdpproxy.Message, f fields)
 	return cdpproxy.Verdict{Kind: cdpproxy.Replace, Data: out}, nil
 }
 
-// Event implements cdpproxy.Interceptor: it learns the contexts created by
-// rewritten commands and the contexts of targets. It forwards everything.
-func (ic *geoConn) Event(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
-	switch {
-	case m.Method == "" && m.HasID && m.ReplyTo == "Target.createBrowserContext":
-		k := pendKey{m.SessionID, m.ID}
-		ic.mu.Lock()
-		_, mine := ic.creating[k]
-		delete(ic.creating, k)
-		ic.mu.Unlock()
-		if !mine {
-			return forward, nil
-		}
-		var r struct {
-			Result struct {
-				BrowserContextID string `json:"browserContextId"`
-			} `json:"result"`
-		}
-		if json.Unmarshal(m.Raw, &r) == nil && r.Result.BrowserContextID != "" {
-			ic.g.allow(r.Result.BrowserContextID)
-		}
-	case m.Method == "" && m.HasID && m.ReplyTo == "Target.createTarget":
-		k := pendKey{m.SessionID, m.ID}
-		ic.mu.Lock()
-		bc, mine := ic.targetsIn[k]
-		delete(ic.targetsIn, k)
-		ic.mu.Unlock()
-		var r struct {
-			Result struct {
-				TargetID string `json:"targetId"`
-			} `json:"result"`
-		}
-		if mine && json.Unmarshal(m.Raw, &r) == nil {
-			ic.g.learnTarget(r.Result.TargetID, bc)
-		}
-	case m.Method == "Target.attachedToTarget", m.Method == "Target.targetCreated", m.Method == "Target.targetInfoChanged":
-		var e struct {
-			Params struct {
-				TargetInfo struct {
-					TargetID         string `json:"targetId"`
-					BrowserContextID string `json:"browserContextId"`
-				} `json:"targetInfo"`
-			} `json:"params"`
-		}
-		if json.Unmarshal(m.Raw, &e) == nil {
-			ic.g.learnTarget(e.Params.TargetInfo.TargetID, e.Params.TargetInfo.BrowserContextID)
-		}
-	case m.Method == "Target.targetDestroyed":
-		var e struct {
-			Params struct {
-				TargetID string `json:"targetId"`
-			} `json:"params"`
-		}
-		if json.Unmarshal(m.Raw, &e) == nil {
-			ic.g.dropTarget(e.Params.TargetID)
-		}
-	}
-	return forward, nil
-}
-
 // Close implements cdpproxy.Interceptor. The session's contexts stay
 // allowed for its other and later connections.
 func (ic *geoConn) Close() {
 	ic.mu.Lock()
 	clear(ic.creating)
 	clear(ic.targetsIn)
+	ic.cmdConn = nil
 	ic.mu.Unlock()
 }
 

@@ -293,7 +293,10 @@ func TestFlattenedSessions(t *testing.T) {
 	mustRefuse(t, ic, c, cmd(4, "Page.navigate", `{"url":"http://site.test/"}`, "SHARED"), MsgForeignTarget)
 	mustRefuse(t, ic, c, cmd(5, "Runtime.evaluate", `{"expression":"fetch('/')"}`, "SHARED"), MsgForeignTarget)
 	mustRefuse(t, ic, c, cmd(6, "Page.navigate", `{"url":"http://site.test/"}`, "UNKNOWN"), MsgForeignTarget)
-	mustForward(t, ic, c, cmd(7, "Runtime.runIfWaitingForDebugger", "", "SHARED"))
+	// the daemon resumes foreign pages itself (the client never sees them)
+	mustRefuse(t, ic, c, cmd(7, "Runtime.runIfWaitingForDebugger", "", "SHARED"), MsgForeignTarget)
+	mustForward(t, ic, c, cmd(7, "Runtime.runIfWaitingForDebugger", "", "OURS"))
+	mustForward(t, ic, c, cmd(7, "Runtime.runIfWaitingForDebugger", "", ""))
 	mustForward(t, ic, c, cmd(8, "Target.setAutoAttach", `{"autoAttach":true,"flatten":true}`, "SHARED"))
 	mustRefuse(t, ic, c, cmd(9, "Browser.close", "", "OURS"), MsgBrowserClose)
 	// context unknown to the tracker: looked up

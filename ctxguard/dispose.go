@@ -25,6 +25,7 @@ func (g *Guard) Dispose(ctx context.Context, upstream string) error {
 	ids := g.Contexts()
 	g.mu.Lock()
 	clear(g.allowed)
+	clear(g.former)
 	clear(g.targets)
 	g.mu.Unlock()
 	if len(ids) == 0 {

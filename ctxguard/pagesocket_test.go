@@ -1,7 +1,6 @@
 package ctxguard
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -21,12 +20,7 @@ func TestPageSocketContextLookup(t *testing.T) {
 	b := dial(t, browserWS(t, base))
 	bc := field[string](t, b.ok("Target.createBrowserContext", nil, ""), "browserContextId")
 	tid := field[string](t, b.ok("Target.createTarget", map[string]any{"url": "about:blank", "browserContextId": bc}, ""), "targetId")
-	var targets struct {
-		TargetInfos []targetInfo `json:"targetInfos"`
-	}
-	if err := json.Unmarshal(b.ok("Target.getTargets", nil, ""), &targets); err != nil {
-		t.Fatal(err)
-	}
+	shared := sharedPage(t, ch.base, bc)
 	b.ws.Close()
 	g.mu.Lock()
 	clear(g.targets) // forget what createTarget taught: force the lookup
@@ -38,14 +32,5 @@ func TestPageSocketContextLookup(t *testing.T) {
 	if got, ok := g.targetContext(tid); !ok || got != bc {
 		t.Fatalf("looked-up context of own page: %q %v, want %q", got, ok, bc)
 	}
-	n := 0
-	for _, ti := range targets.TargetInfos {
-		if ti.Type == "page" && ti.BrowserContextID != bc {
-			n++
-			dial(t, pageWS(t, base, ti.TargetID)).refused("Runtime.evaluate", map[string]any{"expression": "1"}, "", MsgForeignTarget)
-		}
-	}
-	if n == 0 {
-		t.Fatal("no shared page to check")
-	}
+	dial(t, pageWS(t, base, shared.TargetID)).refused("Runtime.evaluate", map[string]any{"expression": "1"}, "", MsgForeignTarget)
 }
