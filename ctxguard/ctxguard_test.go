@@ -20,6 +20,7 @@ type fakeConn struct {
 	targets map[string]cdpproxy.TargetInfo // flattened sessionId -> target
 	info    map[string]string              // targetId -> browserContextId for Target.getTargetInfo
 	calls   []string
+	called  chan string // when set, gets "method sessionId params" of every Call
 }
 
 func newFake() *fakeConn {
@@ -41,6 +42,11 @@ func (f *fakeConn) Call(ctx context.Context, sid, method string, params any) (js
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, method)
+	if f.called != nil {
+		p, _ := json.Marshal(params)
+		f.called <- method + " " + sid + " " + string(p)
+		return json.RawMessage(`{}`), nil
+	}
 	if method != "Target.getTargetInfo" {
 		return nil, errors.New("unexpected call")
 	}
