@@ -34,6 +34,46 @@ func attachEnv(t *testing.T, logLevel string) (*Env, *DirectChrome) {
 	return env, chrome
 }
 
+// ownPageSession is what an agent does in attach mode: a browser context of
+// its own (the shared default context is refused), a page in it, and a
+// flattened session on that page. It returns the context, target and
+// session ids.
+func ownPageSession(r *RawCDP, startURL string) (contextID, targetID, sessionID string) {
+	r.t.Helper()
+	var bc struct {
+		ID string `json:"browserContextId"`
+	}
+	r.MustCall("", "Target.createBrowserContext", map[string]any{}, &bc)
+	var ct struct {
+		TargetID string `json:"targetId"`
+	}
+	r.MustCall("", "Target.createTarget", map[string]any{"url": startURL, "browserContextId": bc.ID}, &ct)
+	var at struct {
+		SessionID string `json:"sessionId"`
+	}
+	r.MustCall("", "Target.attachToTarget", map[string]any{"targetId": ct.TargetID, "flatten": true}, &at)
+	return bc.ID, ct.TargetID, at.SessionID
+}
+
+// refusedByCdpvault asserts that resp is a cdpvault CDP error.
+func refusedByCdpvault(t *testing.T, what string, resp CDPResponse) {
+	t.Helper()
+	if resp.Error == nil || !strings.HasPrefix(resp.Error.Message, "cdpvault:") {
+		t.Errorf("%s: want a cdpvault CDP error, got result %s error %+v", what, resp.Result, resp.Error)
+	}
+}
+
+// chromeLists reports whether the attached Chrome's own /json/list holds
+// targetID.
+func chromeLists(t *testing.T, chrome *DirectChrome, targetID string) bool {
+	t.Helper()
+	code, body := httpDo(t, http.MethodGet, chrome.CDPURL+"/json/list", nil)
+	if code != http.StatusOK {
+		t.Fatalf("the attached Chrome's /json/list = %d", code)
+	}
+	return strings.Contains(string(body), targetID)
+}
+
 // readyzStatus is the status of GET /readyz.
 func readyzStatus(t *testing.T, d *Daemon) (int, []byte) {
 	t.Helper()
@@ -84,9 +124,11 @@ func TestAttachMode(t *testing.T) {
 		t.Errorf("ws_url %s: want %s<token>/devtools/browser/%s (the attached browser, through the daemon)", s.WSURL, want, browserID)
 	}
 
-	// Raw client on ws_url: a page, a navigation, an evaluation.
+	// Raw client on ws_url: the shared default context is refused; in a
+	// context of its own a page, a navigation, an evaluation work.
 	r := DialRaw(t, s.WSURL)
-	tid, sid := r.NewPageSession("about:blank")
+	refusedByCdpvault(t, "a page in the shared default context", r.Call("", "Target.createTarget", map[string]any{"url": "about:blank"}))
+	_, tid, sid := ownPageSession(r, "about:blank")
 	r.Navigate(sid, site.URL("acme", "/login?client=raw"))
 	if got := string(r.Evaluate(sid, "document.title + ':' + (6*7)")); got != `"Login at acme.test:42"` {
 		t.Errorf("evaluate through ws_url = %s", got)
@@ -100,13 +142,21 @@ func TestAttachMode(t *testing.T) {
 		t.Errorf("the attached Chrome's own /json/list (%d) does not list the session's page %s", code, tid)
 	}
 
-	// mafredri/cdp through cdp_url: discovery, a page socket, navigate, evaluate.
+	// mafredri/cdp through cdp_url: discovery lists the session's own page,
+	// its page socket works (navigate, evaluate). PUT /json/new would open a
+	// page in the shared default context: refused.
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
 	devt := devtool.New(s.CDPURL)
-	pt, err := devt.Create(ctx)
+	if _, err := devt.Create(ctx); err == nil {
+		t.Errorf("PUT /json/new (a page in the shared default context) was served in attach mode")
+	}
+	pt, err := devt.Get(ctx, devtool.Page)
 	if err != nil {
-		t.Fatalf("devtool create: %v", err)
+		t.Fatalf("devtool list: %v", err)
+	}
+	if pt.ID != tid {
+		t.Errorf("the session's discovery shows page %s, want its own page %s", pt.ID, tid)
 	}
 	if !strings.HasPrefix(pt.WebSocketDebuggerURL, "ws://"+d.Addr+"/session/") {
 		t.Errorf("page socket URL %s does not point through the daemon", pt.WebSocketDebuggerURL)
@@ -214,7 +264,7 @@ func TestAttachMode(t *testing.T) {
 func TestAttachModeIsolatesTenants(t *testing.T) {
 	t.Parallel()
 	site := NewSite(t)
-	env, _ := attachEnv(t, "info")
+	env, chrome := attachEnv(t, "info")
 	acme := env.Tenant("acme")
 	beta := env.Tenant("beta")
 	betaValue := []byte("Beta attach secret " + randomHex(8))
@@ -224,7 +274,7 @@ func TestAttachModeIsolatesTenants(t *testing.T) {
 
 	sb := d.NewSession(t, beta, SessionOpts{Secrets: []string{"beta_attach"}})
 	rb := DialRaw(t, sb.WSURL)
-	betaTarget, betaSID := rb.NewPageSession("about:blank")
+	_, betaTarget, betaSID := ownPageSession(rb, "about:blank")
 	rb.Navigate(betaSID, site.URL("acme", "/echo?tenant=beta"))
 	// Control: the page really shows the value, and beta's own agent reads
 	// the placeholder.
@@ -247,6 +297,23 @@ func TestAttachModeIsolatesTenants(t *testing.T) {
 				URL      string `json:"url"`
 			} `json:"targetInfos"`
 		}
+		// acme works normally in a context of its own
+		_, _, acmeSID := ownPageSession(ra, "about:blank")
+		ra.Navigate(acmeSID, site.URL("acme", "/blank?tenant=acme"))
+		if got := string(ra.Evaluate(acmeSID, "location.search")); got != `"?tenant=acme"` {
+			t.Errorf("%s: acme's own page evaluates to %s", what, got)
+		}
+		// Chrome would attach a browser-level auto-attacher to every page
+		// and announce every target to a discoverer: beta's must not reach
+		// acme
+		ra.MustCall("", "Target.setDiscoverTargets", map[string]any{"discover": true}, nil)
+		ra.MustCall("", "Target.setAutoAttach", map[string]any{"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true}, nil)
+		refusedByCdpvault(t, what+": acme attaches to beta's page", ra.Call("", "Target.attachToTarget", map[string]any{"targetId": betaTarget, "flatten": true}))
+		// refused while it exists, unknown to Chrome once it is gone
+		if resp := ra.Call("", "Target.getTargetInfo", map[string]any{"targetId": betaTarget}); resp.Error == nil {
+			t.Errorf("%s: acme reads the info of beta's page: %s", what, resp.Result)
+		}
+		refusedByCdpvault(t, what+": acme closes beta's page", ra.Call("", "Target.closeTarget", map[string]any{"targetId": betaTarget}))
 		ra.MustCall("", "Target.getTargets", nil, &ts)
 		for _, ti := range ts.TargetInfos {
 			if ti.TargetID == betaTarget {
@@ -272,13 +339,28 @@ func TestAttachModeIsolatesTenants(t *testing.T) {
 		if strings.Contains(string(disc), betaTarget) {
 			t.Errorf("%s: tenant acme's /json/list lists tenant beta's page %s", what, betaTarget)
 		}
+		ra.MustCall("", "Browser.getVersion", nil, nil) // after every event above
 		if hits := bytesHits(rec.Bytes(), betaValue); len(hits) > 0 {
 			t.Errorf("%s: tenant acme's agent read tenant beta's secret value over CDP: %v", what, hits)
 		}
+		if strings.Contains(string(rec.Bytes()), betaTarget) {
+			t.Errorf("%s: tenant acme's agent received tenant beta's target id over CDP", what)
+		}
 	}
 	probe("while beta's session runs")
+	if !chromeLists(t, chrome, betaTarget) {
+		t.Fatalf("control: the attached Chrome does not list beta's page %s", betaTarget)
+	}
 	if code, body := d.API(t, http.MethodDelete, "/api/v1/sessions/"+sb.ID, beta, nil); code != http.StatusNoContent {
 		t.Fatalf("DELETE beta's session = %d %s", code, body)
+	}
+	// beta's contexts are disposed with its session: no page of beta's
+	// outlives it in the shared browser
+	for deadline := time.Now().Add(10 * time.Second); chromeLists(t, chrome, betaTarget); {
+		if time.Now().After(deadline) {
+			t.Fatalf("beta's page %s is still open in the attached Chrome after beta's session ended", betaTarget)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the external browser
 	}
 	probe("after beta's session ended")
 }
@@ -355,7 +437,7 @@ func TestAttachModeDaemonStopLeavesBrowser(t *testing.T) {
 	d := env.Start()
 	s := d.NewSession(t, token, SessionOpts{})
 	r := DialRaw(t, s.WSURL)
-	_, sid := r.NewPageSession("about:blank")
+	_, _, sid := ownPageSession(r, "about:blank")
 	r.Navigate(sid, site.URL("acme", "/blank?attach=stop"))
 	d.Signal(syscall.SIGTERM)
 	if closed, _, err := r.WaitClosed(15 * time.Second); !closed {
