@@ -54,8 +54,8 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Guard is one geo daemon session's confinement in attach mode: the browser
-// contexts it created (with the pool's proxy) and what it learned of the
+// Guard is one daemon session's confinement in attach mode: the browser
+// contexts it created (a geo session's with the pool's proxy) and what it learned of the
 // targets in them. It is shared by all of the session's connections and
 // safe for concurrent use.
 type Guard struct {

@@ -4,17 +4,30 @@
 // it knows nothing of geo pools beyond the proxy URL it is handed, and
 // nothing of secrets.
 //
-// # Geo sessions (Guard)
+// # Attach-mode sessions (Guard)
 //
-// In launch mode a geo session's browser is started with --proxy-server; in
-// attach mode that is impossible, so the daemon gives every geo session a
-// Guard (NewGuard, one per daemon session) and puts Guard.Interceptor()
-// FIRST in the interceptor chain of each of the session's connections. The
-// Guard confines the session to the browser contexts it created through
-// Target.createBrowserContext, each of which the Guard has given the pool
-// forwarder as proxyServer. Every rule fails closed: when the Guard cannot
-// tell where a command would send traffic, the command is refused with a
-// CDP error {"code":-32000,"message":"cdpvault: ..."}.
+// Every session in attach mode gets a Guard (NewGuard, one per daemon
+// session) and puts Guard.Interceptor() FIRST in the interceptor chain of
+// each of the session's connections. The Guard confines the session to the
+// browser contexts it created through Target.createBrowserContext and hides
+// everything else in the shared browser from it. Every rule fails closed:
+// when the Guard cannot tell where a command would act, the command is
+// refused with a CDP error {"code":-32000,"message":"cdpvault: ..."}; when
+// it cannot tell whose a message is, the message is not shown.
+//
+// A geo session's Guard (Options.ProxyServer set) gives each of its
+// contexts the pool forwarder as proxyServer: in launch mode a geo
+// session's browser is started with --proxy-server, in attach mode that is
+// impossible. A session without a pool gets a Guard with Options.Direct:
+// its createBrowserContext is forwarded unchanged (rule 4 below does not
+// apply: no pool is involved, so agent proxy parameters are allowed).
+//
+// Agents must therefore create a context first
+// (createBrowserContext -> createTarget{browserContextId} ->
+// attachToTarget). Playwright's connectOverCDP users call
+// browser.newContext() (browser.contexts()[0], the shared default context,
+// has no pages for them and newPage there is refused); Puppeteer users
+// call browser.createBrowserContext().
 //
 // The rules, checked in this order for every client command (flattened,
 // page-socket or legacy nested Target.sendMessageToTarget commands alike):
@@ -45,7 +58,8 @@
 //     outside the session's context) are refused, and so is
 //     setRemoteLocations (it makes the browser itself connect to any
 //     host:port, directly).
-//  8. Target.setAutoAttach, setDiscoverTargets, getTargets, getTargetInfo,
+//  8. Target.setAutoAttach, setDiscoverTargets, getTargets, getTargetInfo
+//     (its answer is filtered, below),
 //     getBrowserContexts, detachFromTarget and sendMessageToTarget (whose
 //     nested command went through these rules on its own) pass on any
 //     session: they reveal or detach but open nothing.
@@ -58,30 +72,67 @@
 //     Storage.* — those only with an allowed browserContextId —, plus
 //     SystemInfo.* and Schema.*. Browser.setDownloadBehavior without
 //     browserContextId (the default context) passes too: Playwright's
-//     connectOverCDP needs it and it opens no connection. Everything else is
-//     refused.
+//     connectOverCDP needs it and it opens no connection. A command there
+//     naming a targetId (Browser.getWindowForTarget) needs an own target.
+//     Runtime.runIfWaitingForDebugger passes (a no-op there). Everything
+//     else is refused.
 //  10. Any other command runs on a page, frame or worker: on a flattened
 //     session (sessionId set, looked up with Conn.Target) or on a page-level
 //     socket (/devtools/page/<id>, its own session). It passes only when that
 //     target's browser context is allowed; a session the proxy does not know
-//     is refused. The one exception is Runtime.runIfWaitingForDebugger, which
-//     passes everywhere so that pages of other sessions that auto-attach
-//     paused (waitForDebuggerOnStart) are not left hanging.
+//     is refused.
 //
-// Everything the browser sends back is forwarded unchanged; the Guard only
-// reads responses to the createBrowserContext commands it rewrote and
-// Target.* events (to learn which targets live in allowed contexts).
+// # What the client sees
+//
+// Everything the browser sends is filtered so that a session never learns
+// of another session's (or the default context's) targets:
+//
+//   - every event and response on a CDP session (flattened sessionId, or a
+//     legacy Target.receivedMessageFromTarget) whose target is not in one of
+//     the session's contexts is dropped; an unknown session counts as
+//     foreign. On a page-level socket, nothing is shown until the page is
+//     known to be the session's;
+//   - Target.targetCreated, targetInfoChanged and attachedToTarget are shown
+//     only for targets in the session's contexts (and the browser target);
+//     targetDestroyed, targetCrashed and detachedFromTarget only for targets
+//     or sessions known to be the session's (contexts it disposed included);
+//   - the answers to Target.getTargets and Target.getBrowserContexts keep
+//     only the session's targets and contexts (the rest of the message, id
+//     and sessionId included, byte for byte); Target.getTargetInfo of a
+//     foreign target is answered with an error; an answer that cannot be
+//     read is replaced by an error.
+//
+// Browser-level auto-attach (Target.setAutoAttach, which Playwright and
+// Puppeteer send with waitForDebuggerOnStart:true) makes Chrome attach the
+// connection to every page of the browser. For a foreign page the Guard
+// drops the attachedToTarget, and the daemon itself (Conn.Call from a
+// goroutine with the Conn kept from Command) sends
+// Runtime.runIfWaitingForDebugger to it if Chrome paused it for this
+// client, then Target.detachFromTarget: another session's new pages are
+// never left paused, and their events stop flowing to this connection.
+// Refusing waitForDebuggerOnStart instead would break Playwright and
+// Puppeteer.
+//
+// The Guard reads only identifiers (sessionId, targetId, type,
+// browserContextId) of what it filters, never URLs or titles.
 //
 // Guard.Dispose disposes the session's contexts at session end, so no page
-// of the session keeps pointing at a forwarder port that a later session's
+// of the session outlives it in the shared browser (where the next
+// session's agent could find it), and none keeps pointing at a forwarder port that a later session's
 // forwarder might reuse.
 //
-// HTTP discovery never reaches an interceptor, and PUT /json/new opens a
-// page in Chrome's default context (which goes direct): the daemon asks
-// Guard.DiscoveryAllowed before serving a geo session's discovery request.
+// HTTP discovery never reaches an interceptor. PUT /json/new opens a page
+// in Chrome's default context: the daemon asks Guard.DiscoveryAllowed
+// before serving a session's discovery request. /json and /json/list list
+// every target of the browser: the daemon's discovery hook passes them
+// through Guard.FilterDiscovery, which keeps only targets known to be in
+// the session's contexts.
 //
-// # Other attach-mode sessions (NewShared)
+// # Launch mode (NewShared, NewLaunchGeo)
 //
 // NewShared only refuses Browser.close, Browser.crash and
-// Browser.crashGpuProcess so that no agent can take the shared Chrome down.
+// Browser.crashGpuProcess so that no agent can take a shared Chrome down
+// (no longer used by the daemon for attach mode, which gives every session a
+// Guard). NewLaunchGeo is for geo sessions in launch mode: it refuses a
+// createBrowserContext that names its own proxy.
 package ctxguard

@@ -19,6 +19,7 @@ const { chromium } = require(process.env.PLAYWRIGHT_CORE);
 (async () => {
   const [cdpUrl, site] = process.argv.slice(2);
   const browser = await chromium.connectOverCDP(cdpUrl);
+  console.log('DEFAULT-PAGES ' + browser.contexts()[0].pages().length);
   try {
     await browser.contexts()[0].newPage();
     console.log('DEFAULT-PAGE-OPENED');
@@ -36,6 +37,18 @@ const { chromium } = require(process.env.PLAYWRIGHT_CORE);
 // e2e package installs) against the Guard.
 func TestPlaywrightGeoSession(t *testing.T) {
 	t.Parallel()
+	runPlaywright(t, false)
+}
+
+// TestPlaywrightDirectSession: a session without a geo pool in attach mode
+// works with Playwright in a context of its own and does not see the
+// shared default context's page Chrome started with.
+func TestPlaywrightDirectSession(t *testing.T) {
+	t.Parallel()
+	runPlaywright(t, true)
+}
+
+func runPlaywright(t *testing.T, direct bool) {
 	pw, _ := filepath.Abs("../e2e/node_modules/playwright-core")
 	node, err := exec.LookPath("node")
 	if _, serr := os.Stat(filepath.Join(pw, "package.json")); err != nil || serr != nil {
@@ -44,7 +57,8 @@ func TestPlaywrightGeoSession(t *testing.T) {
 	ch := startChrome(t)
 	st := newSite(t)
 	pool := newRecProxy(t)
-	g := NewGuard(Options{ProxyServer: "http://" + pool.addr, BypassList: "<-loopback>"})
+	g := NewGuard(Options{ProxyServer: "http://" + pool.addr, BypassList: "<-loopback>", Direct: direct})
+	sharedPage(t, ch.base, "") // control: Chrome has a page the session must not see
 	base := serveProxy(t, ch.base, func(*cdpproxy.Session) []cdpproxy.Interceptor {
 		return []cdpproxy.Interceptor{g.Interceptor()}
 	})
@@ -65,6 +79,15 @@ func TestPlaywrightGeoSession(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "TEXT hello") {
 		t.Fatalf("own context page did not load:\n%s", out)
+	}
+	if !strings.Contains(string(out), "DEFAULT-PAGES 0\n") {
+		t.Fatalf("Playwright sees pages of the shared default context:\n%s", out)
+	}
+	if direct {
+		if hs := st.got("/playwright"); len(hs) != 1 || hs[0].viaProxy {
+			t.Fatalf("/playwright in a direct session: site saw %v", hs)
+		}
+		return
 	}
 	if hs := st.got("/playwright"); len(hs) != 1 || !hs[0].viaProxy || !pool.saw(st.url+"/playwright") {
 		t.Fatalf("/playwright: site saw %v", hs)
