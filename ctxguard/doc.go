@@ -118,8 +118,8 @@
 //
 // Guard.Dispose disposes the session's contexts at session end, so no page
 // of the session outlives it in the shared browser (where the next
-// session's agent could find it), and none keeps pointing at a forwarder port that a later session's
-// forwarder might reuse.
+// session's agent could find it), and none keeps pointing at a forwarder
+// port that a later session's forwarder might reuse.
 //
 // HTTP discovery never reaches an interceptor. PUT /json/new opens a page
 // in Chrome's default context: the daemon asks Guard.DiscoveryAllowed
