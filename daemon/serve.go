@@ -466,8 +466,8 @@ func refusePlaceholderURLs(next http.Handler) http.Handler {
 	})
 }
 
-// guardDiscovery refuses discovery requests a geo session in attach mode may
-// not make (they would open pages outside its proxied contexts).
+// guardDiscovery refuses discovery requests a session in attach mode may
+// not make (they would open pages outside its own contexts).
 func (d *daemon) guardDiscovery(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rest, _ := strings.CutPrefix(r.URL.Path, "/session/")
@@ -475,22 +475,32 @@ func (d *daemon) guardDiscovery(next http.Handler) http.Handler {
 		if !d.sessions.discoveryAllowed(token, "/"+sub) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusForbidden)
-			_, _ = io.WriteString(w, "cdpvault: geo sessions in attach mode open pages only in their own browser context\n")
+			_, _ = io.WriteString(w, "cdpvault: sessions in attach mode open pages only in their own browser context\n")
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// scrubDiscovery scrubs discovery JSON with the session tenant's index.
+// scrubDiscovery hides other sessions' targets (attach mode) and scrubs
+// discovery JSON with the session tenant's index.
 func (d *daemon) scrubDiscovery(s *cdpproxy.Session, body []byte) ([]byte, error) {
 	ti, ok := s.Values.(*tenantIndex)
 	if !ok {
 		return nil, errors.New("session has no scrub index")
 	}
+	filtered, err := d.sessions.filterDiscovery(s.Token, body)
+	if err != nil {
+		return nil, fmt.Errorf("filter discovery: %w", err)
+	}
+	copied := len(filtered) > 0 && (len(body) == 0 || &filtered[0] != &body[0])
 	ti.mu.RLock()
 	defer ti.mu.RUnlock()
-	return scrub.ScrubDiscovery(ti.ix, body)
+	out, err := scrub.ScrubDiscovery(ti.ix, filtered)
+	if copied && (err != nil || len(out) == 0 || &out[0] != &filtered[0]) {
+		clear(filtered) // an intermediate copy: the proxy wipes only body and the result
+	}
+	return out, err
 }
 
 func metricsMux(reg *prometheus.Registry) http.Handler {

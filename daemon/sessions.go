@@ -72,6 +72,25 @@ func (m *sessionManager) discoveryAllowed(token, sub string) bool {
 	return s == nil || s.guard == nil || s.guard.DiscoveryAllowed(sub)
 }
 
+// filterDiscovery removes other sessions' targets from an attach-mode
+// session's discovery target lists (/json, /json/list). A session that is
+// gone while its request runs gets nothing in attach mode (fail closed).
+func (m *sessionManager) filterDiscovery(token string, body []byte) ([]byte, error) {
+	m.mu.Lock()
+	s := m.byToken[token]
+	m.mu.Unlock()
+	if s == nil {
+		if m.d.cfg.Chrome.URL != "" {
+			return nil, errors.New("session ended")
+		}
+		return body, nil
+	}
+	if s.guard == nil {
+		return body, nil
+	}
+	return s.guard.FilterDiscovery("", body)
+}
+
 func randomID(prefix string, n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
@@ -148,11 +167,14 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 	}
 	upstream := d.cfg.Chrome.URL
 	if upstream != "" {
-		// Attach mode: the Chrome is shared. A geo session gets pages only
-		// in browser contexts whose proxy is its forwarder; every session
-		// is kept from closing the shared browser.
+		// Attach mode: the Chrome is shared. Every session is confined to
+		// browser contexts it created (a geo session's get its forwarder as
+		// proxy), sees no other session's targets, and cannot close the
+		// shared browser; its contexts are disposed when it ends.
 		if s.fwd != nil {
 			s.guard = ctxguard.NewGuard(ctxguard.Options{ProxyServer: s.fwd.ProxyURL(), BypassList: geo.ProxyBypassList, Logger: d.logger})
+		} else {
+			s.guard = ctxguard.NewGuard(ctxguard.Options{Direct: true, Logger: d.logger})
 		}
 	} else {
 		s.br, err = browser.Launch(ctx, d.browserOptions(s.fwd, &pool))
@@ -184,8 +206,6 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 			switch {
 			case guard != nil:
 				chain = append(chain, guard.Interceptor())
-			case attach:
-				chain = append(chain, ctxguard.NewShared(ctxguard.Options{Logger: d.logger}))
 			case geoLaunch:
 				chain = append(chain, ctxguard.NewLaunchGeo(ctxguard.Options{Logger: d.logger}))
 			}
