@@ -66,6 +66,7 @@ type Guard struct {
 	allowed map[string]struct{} // browserContextId
 	former  map[string]struct{} // disposed own contexts: their events stay visible
 	targets map[string]string   // targetId -> browserContextId
+	windows map[string]struct{} // windowIds of own targets (Browser.getWindowForTarget answers)
 }
 
 // NewGuard creates the Guard of one daemon session. It starts nothing.
@@ -74,7 +75,7 @@ func NewGuard(o Options) *Guard {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Guard{o: o, log: log, allowed: map[string]struct{}{}, former: map[string]struct{}{}, targets: map[string]string{}}
+	return &Guard{o: o, log: log, allowed: map[string]struct{}{}, former: map[string]struct{}{}, targets: map[string]string{}, windows: map[string]struct{}{}}
 }
 
 // Interceptor returns the interceptor for one connection of the session;
@@ -121,6 +122,43 @@ func (g *Guard) forget(id string) {
 		}
 	}
 	g.mu.Unlock()
+}
+
+func (g *Guard) learnWindow(id string) {
+	if id == "" {
+		return
+	}
+	g.mu.Lock()
+	if len(g.windows) >= maxTargets {
+		clear(g.windows) // ask Browser.getWindowForTarget again
+	}
+	g.windows[id] = struct{}{}
+	g.mu.Unlock()
+}
+
+// ownWindow reports whether windowID (its JSON text) holds one of the
+// session's targets.
+func (g *Guard) ownWindow(id string) bool {
+	if id == "" {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	_, ok := g.windows[id]
+	return ok
+}
+
+// windowID returns the JSON text of params.windowId ("" when absent or
+// repeated).
+func windowID(params []byte) string {
+	if len(params) == 0 {
+		return ""
+	}
+	v, err := member(params, "windowId")
+	if err != nil {
+		return ""
+	}
+	return string(v)
 }
 
 // ours reports whether browserContextID is or was one of the session's:
@@ -209,8 +247,8 @@ var targetScoped = map[string]bool{
 
 // Browser methods allowed on the browser session (rule 9).
 var rootBrowser = map[string]bool{
-	"Browser.getVersion": true, "Browser.getWindowForTarget": true, "Browser.getWindowBounds": true,
-	"Browser.setWindowBounds": true, "Browser.getHistograms": true, "Browser.getHistogram": true,
+	"Browser.getVersion": true, "Browser.getWindowForTarget": true,
+	"Browser.getHistograms": true, "Browser.getHistogram": true,
 }
 
 // Browser methods allowed on the browser session with an allowed
@@ -248,6 +286,18 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 			return ic.refuse(c, m, MsgCreateTarget)
 		}
 		return ic.refuse(c, m, MsgForeignCtx)
+	}
+
+	if f.targetID != "" && !strings.HasPrefix(m.Method, "Target.") {
+		// e.g. Browser.getWindowForTarget, on any session: own targets only
+		if ok, why := ic.targetAllowed(ctx, c, f.targetID); !ok {
+			return ic.refuse(c, m, why)
+		}
+	}
+	if (m.Method == "Browser.getWindowBounds" || m.Method == "Browser.setWindowBounds") && !ic.g.ownWindow(windowID(f.params)) {
+		// a window is the session's when Browser.getWindowForTarget of one
+		// of its targets named it
+		return ic.refuse(c, m, MsgForeignTarget)
 	}
 
 	switch {
@@ -321,15 +371,14 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 // rootCommand applies rule 9 (the browser session's own commands).
 func (ic *geoConn) rootCommand(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, f fields) (cdpproxy.Verdict, error) {
 	hasBC := f.hasBC
-	if f.targetID != "" { // e.g. Browser.getWindowForTarget: only for own targets
-		if ok, why := ic.targetAllowed(ctx, c, f.targetID); !ok {
-			return ic.refuse(c, m, why)
-		}
-	}
 	switch {
 	case m.Method == "Runtime.runIfWaitingForDebugger":
 		// a no-op on the browser session; some clients send it everywhere
 		return forward, nil
+	case m.Method == "Browser.getWindowForTarget" && f.targetID == "":
+		return ic.refuse(c, m, MsgForeignTarget) // the browser target's own: not the session's
+	case m.Method == "Browser.getWindowBounds", m.Method == "Browser.setWindowBounds":
+		return forward, nil // windowId checked in Command
 	case rootBrowser[m.Method]:
 		return forward, nil
 	case m.Method == "Browser.setDownloadBehavior" && !hasBC:

@@ -26,6 +26,7 @@ func (g *Guard) Dispose(ctx context.Context, upstream string) error {
 	g.mu.Lock()
 	clear(g.allowed)
 	clear(g.former)
+	clear(g.windows)
 	clear(g.targets)
 	g.mu.Unlock()
 	if len(ids) == 0 {

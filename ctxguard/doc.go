@@ -72,10 +72,13 @@
 //     Storage.* — those only with an allowed browserContextId —, plus
 //     SystemInfo.* and Schema.*. Browser.setDownloadBehavior without
 //     browserContextId (the default context) passes too: Playwright's
-//     connectOverCDP needs it and it opens no connection. A command there
-//     naming a targetId (Browser.getWindowForTarget) needs an own target.
+//     connectOverCDP needs it and it opens no connection.
 //     Runtime.runIfWaitingForDebugger passes (a no-op there). Everything
-//     else is refused.
+//     else is refused. On every session, a non-Target command naming a
+//     targetId (Browser.getWindowForTarget) needs an own target (and on the
+//     browser session one at all), and Browser.getWindowBounds and
+//     setWindowBounds need a windowId that getWindowForTarget returned for
+//     an own target.
 //  10. Any other command runs on a page, frame or worker: on a flattened
 //     session (sessionId set, looked up with Conn.Target) or on a page-level
 //     socket (/devtools/page/<id>, its own session). It passes only when that

@@ -192,6 +192,13 @@ func (ic *geoConn) response(m *cdpproxy.Message) (cdpproxy.Verdict, error) {
 			ic.g.learnTarget(p.targetID, p.bc)
 			return ic.infoVisible(p)
 		})
+	case "Browser.getWindowForTarget":
+		// passed only for an own target (or on an own page's session)
+		if res, err := member(m.Raw, "result"); err == nil && res != nil {
+			if id, err := member(res, "windowId"); err == nil {
+				ic.g.learnWindow(string(id))
+			}
+		}
 	case "Target.getBrowserContexts":
 		return ic.filterResult(m, "browserContextIds", func(e []byte) bool {
 			return ic.g.ours(jsonString(e))

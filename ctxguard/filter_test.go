@@ -259,3 +259,28 @@ func TestFilterDiscovery(t *testing.T) {
 		t.Fatal("a malformed target list passed")
 	}
 }
+
+// Windows are shared browser state: a session may size only the windows of
+// its own targets, learned from Browser.getWindowForTarget.
+func TestWindows(t *testing.T) {
+	g := NewGuard(Options{Direct: true})
+	g.allow("MINE")
+	ic, c := g.Interceptor(), newFake()
+	c.info["FOREIGN"] = "THEIRS"
+	c.info["OWN"] = "MINE"
+	c.targets["OS"] = cdpproxy.TargetInfo{SessionID: "OS", TargetID: "OWN", Type: "page", BrowserContext: "MINE"}
+	for _, sid := range []string{"", "OS"} {
+		mustRefuse(t, ic, c, cmd(1, "Browser.setWindowBounds", `{"windowId":5,"bounds":{"windowState":"minimized"}}`, sid), MsgForeignTarget)
+		mustRefuse(t, ic, c, cmd(2, "Browser.getWindowBounds", `{"windowId":5}`, sid), MsgForeignTarget)
+		mustRefuse(t, ic, c, cmd(3, "Browser.getWindowForTarget", `{"targetId":"FOREIGN"}`, sid), MsgForeignTarget)
+	}
+	mustRefuse(t, ic, c, cmd(4, "Browser.getWindowForTarget", `{}`, ""), MsgForeignTarget)
+	mustForward(t, ic, c, cmd(5, "Browser.getWindowForTarget", `{"targetId":"OWN"}`, ""))
+	mustForward(t, ic, c, cmd(6, "Browser.getWindowForTarget", `{}`, "OS"))
+	mustPass(t, ic, c, resp(6, "OS", "Browser.getWindowForTarget", `{"windowId":5,"bounds":{}}`))
+	for _, sid := range []string{"", "OS"} {
+		mustForward(t, ic, c, cmd(7, "Browser.setWindowBounds", `{"windowId":5,"bounds":{"width":800}}`, sid))
+		mustRefuse(t, ic, c, cmd(8, "Browser.setWindowBounds", `{"windowId":6,"bounds":{"width":800}}`, sid), MsgForeignTarget)
+	}
+	mustRefuse(t, ic, c, cmd(9, "Browser.setWindowBounds", `{"windowId":5,"windowId":6}`, ""), MsgForeignTarget)
+}
