@@ -1,14 +1,22 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
 // These tests drive the built binary, as an operator would.
@@ -224,5 +232,131 @@ func TestCLICheckConfig(t *testing.T) {
 	r = run(t, dir, "", "--config", bad, "check-config")
 	if r.code != 1 || strings.Count(r.stderr, "config:") < 2 {
 		t.Fatalf("check-config bad: %+v", r)
+	}
+}
+
+// startServe runs `cdpvault serve` on loopback ports and returns its API and
+// metrics addresses (read from the "listening" log line).
+func startServe(t *testing.T, dataDir, config string) (addr, metricsAddr string) {
+	t.Helper()
+	args := []string{"--data-dir", dataDir}
+	if config != "" {
+		args = append(args, "--config", config)
+	}
+	cmd := exec.Command(binPath, append(args, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	found := make(chan [2]string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sent := false
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "listening" && !sent {
+				found <- [2]string{fmt.Sprint(m["addr"]), fmt.Sprint(m["metrics_addr"])}
+				sent = true
+			}
+		}
+		if !sent {
+			close(found)
+		}
+	}()
+	select {
+	case a, ok := <-found:
+		if !ok {
+			t.Fatal("serve exited before listening")
+		}
+		return a[0], a[1]
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not report its addresses within 30s")
+	}
+	return "", ""
+}
+
+// Admin commands work on the data dir of a running daemon, and what they
+// write is served at once.
+func TestCLIWhileServing(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, dir, "", "tenant", "create", "acme")
+	tok := strings.TrimSpace(mustRun(t, dir, "", "token", "create", "--tenant", "acme").stdout)
+	addr, _ := startServe(t, dir, "")
+	for i := range 5 {
+		mustRun(t, dir, fmt.Sprintf("value-written-live-%d", i), "secret", "set", "--tenant", "acme", fmt.Sprintf("live%d", i), "--origin", "*")
+	}
+	req, _ := http.NewRequest("GET", "http://"+addr+"/api/v1/secrets", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for i := range 5 {
+		if !strings.Contains(string(body), fmt.Sprintf(`"live%d"`, i)) {
+			t.Errorf("secret live%d written by the CLI is not served: %s", i, body)
+		}
+	}
+	if strings.Contains(string(body), "value-written-live") {
+		t.Fatal("API listing holds a value")
+	}
+	// A token revoked by the CLI stops working in the running daemon.
+	ids := mustRun(t, dir, "", "token", "ls", "--tenant", "acme").stdout
+	id := strings.Fields(strings.Split(strings.TrimSpace(ids), "\n")[1])[0]
+	mustRun(t, dir, "", "token", "revoke", "--tenant", "acme", id)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("revoked token answered %d", resp.StatusCode)
+	}
+}
+
+// Every metric the daemon exposes (including geo pool metrics) is promlint
+// clean, and no label carries a secret value or a session id.
+func TestMetricsPromlintClean(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, dir, "", "tenant", "create", "ops")
+	mustRun(t, dir, "upstream-password-1", "secret", "set", "--tenant", "ops", "proxy_de_1")
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(cfg, []byte("geo:\n  credentials_tenant: ops\n  pools:\n    de:\n      timezone: Europe/Berlin\n      locale: de-DE\n      upstreams:\n        - {url: \"http://127.0.0.1:1\", username: u1, password_secret: proxy_de_1}\n"), 0o600)
+	addr, maddr := startServe(t, dir, cfg)
+	for _, p := range []string{"/healthz", "/api/v1/secrets", "/nope"} {
+		if r, err := http.Get("http://" + addr + p); err == nil {
+			r.Body.Close()
+		}
+	}
+	resp, err := http.Get("http://" + maddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"cdpvault_api_requests_total", "cdpvault_cdp_sessions_active", "cdpvault_build_info",
+		"cdpvault_ready", "cdpvault_geo_upstream_up", "cdpvault_store_operations_total"} {
+		if !strings.Contains(string(body), name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	if strings.Contains(string(body), "upstream-password-1") {
+		t.Fatal("/metrics holds a secret value")
+	}
+	probs, err := promlint.New(bytes.NewReader(body)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range probs {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }
