@@ -201,6 +201,8 @@ func (c *proxyConn) serve() {
 	c.cmu.Unlock()
 	c.cr.close()
 	c.br.close()
+	c.cw.close()
+	c.bw.close()
 	c.tr.close()
 
 }

@@ -276,10 +276,12 @@ func (fr *frameReader) release(p []byte) {
 func (fr *frameReader) close() {
 	clear(fr.buf)
 	if fr.part != nil {
-		putBuf(fr.part[:fr.partLen])
+		// a read may have stopped half way: wipe the whole buffer
+		putBuf(fr.part[:cap(fr.part)])
 		fr.part = nil
 	}
 	clear(fr.ctl[:])
+	clear(fr.hdr[:])
 }
 
 // frameWriter writes whole messages as single frames to one side, under a
@@ -417,6 +419,17 @@ func (w *frameWriter) flushLocked() error {
 		w.err = err
 	}
 	return err
+}
+
+// close wipes and drops anything still gathered (the connection ended).
+func (w *frameWriter) close() {
+	w.mu.Lock()
+	if w.out != nil {
+		putBuf(w.out)
+		w.out = nil
+	}
+	clear(w.small[:])
+	w.mu.Unlock()
 }
 
 // setHold tells the writer whether more input is already waiting; when it

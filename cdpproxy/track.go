@@ -246,7 +246,7 @@ func (t *tracker) event(sid, method string, params []byte) (detached string) {
 		f, esc2 := strField(fr, "urlFragment")
 		var url string
 		if esc1 || esc2 {
-			b, err := unescape(nil, u)
+			b, err := unescape(make([]byte, 0, len(u)+len(f)), u)
 			if err != nil {
 				return ""
 			}
