@@ -112,15 +112,16 @@ func median(d []time.Duration) time.Duration {
 }
 
 // chromeBench returns the shared Chromium and the base URL of a proxy
-// session in front of it. The proxy runs in its own process (as the daemon
-// does) unless CDPPROXY_BENCH_INPROC is set.
+// session in front of it (one pass-through interceptor installed). The proxy
+// runs in the benchmark's process; with CDPPROXY_BENCH_SEPARATE=1 it runs in
+// a child process of its own instead, as the daemon does.
 func chromeBench(b *testing.B) (*chromeProc, string) {
 	ch := sharedChrome(b)
-	if os.Getenv("CDPPROXY_BENCH_INPROC") != "" {
-		h := newHarness(b, ch.base, passThrough(), Options{})
-		return ch, h.base
+	if os.Getenv("CDPPROXY_BENCH_SEPARATE") != "" {
+		return ch, startProxyChild(b, ch.base)
 	}
-	return ch, startProxyChild(b, ch.base)
+	h := newHarness(b, ch.base, passThrough(), Options{})
+	return ch, h.base
 }
 
 func versionWS(b *testing.B, base string) string {
