@@ -191,13 +191,6 @@ func TestBadClientFrames(t *testing.T) {
 			t.Fatalf("close code %d", code)
 		}
 	})
-	t.Run("invalid close code gets 1002", func(t *testing.T) {
-		c := dialWS(t, u, nil)
-		c.writeFrame(ws.NewCloseFrame([]byte{0x03, 0xed})) // 1005 may not be sent
-		if code, _ := c.readClose(t); code != ws.StatusProtocolError {
-			t.Fatalf("close code %d", code)
-		}
-	})
 	t.Run("unmasked client frame closes with 1002", func(t *testing.T) {
 		c := dialWS(t, u, nil)
 		ws.WriteFrame(c.conn, ws.NewTextFrame([]byte(`{"id":1,"method":"A"}`)))
