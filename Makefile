@@ -36,8 +36,9 @@ tools:
 deps: chromium npm-deps tools
 	$(GO) mod download
 
+# asyncpreemptoff: see configs/cdpvault.service (no message bytes left on signal stacks).
 run: chromium build
-	./$(BIN) serve
+	GODEBUG=asyncpreemptoff=1 ./$(BIN) serve
 
 test: deps
 	$(GO) vet ./...

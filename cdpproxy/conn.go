@@ -116,7 +116,14 @@ func (c *proxyConn) Call(ctx context.Context, sessionID, method string, params a
 		id = c.nextCall.Add(-1)
 	}
 	var ps []byte
-	if params != nil {
+	switch p := params.(type) {
+	case nil:
+	case json.RawMessage:
+		// Used as is: json.Marshal would compact it through encoding/json's
+		// pooled buffer, leaving an unwiped copy of params that may hold a
+		// value (injection). The caller vouches for its validity.
+		ps = append(make([]byte, 0, len(p)), p...)
+	default:
 		var err error
 		if ps, err = json.Marshal(params); err != nil {
 			return nil, fmt.Errorf("cdp call %s: encode params: %w", method, err)
