@@ -1,5 +1,7 @@
 # cdpvault build, run and test entry points. Every target installs what it needs.
 GO ?= go
+SHELL := /bin/bash
+TEST_LOG ?= $(or $(TMPDIR),/tmp)/cdpvault-test.log
 BIN := bin/cdpvault
 CHROMIUM ?= /usr/bin/chromium
 export CDPVAULT_CHROMIUM := $(CHROMIUM)
@@ -40,10 +42,16 @@ deps: chromium npm-deps tools
 run: chromium build
 	GODEBUG=asyncpreemptoff=1 ./$(BIN) serve
 
+# Fuzz smoke first, then the whole suite; its verbose log goes to $(TEST_LOG)
+# and the closing line counts top-level tests.
 test: deps
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-smoke
+	@status=0; $(GO) test -count=1 -timeout 20m -v ./... > $(TEST_LOG) 2>&1 || status=$$?; \
+	grep -E '^(ok|FAIL|panic:)' $(TEST_LOG) || true; \
+	if [ $$status -ne 0 ]; then echo "--- failures (full log: $(TEST_LOG))"; grep -E -A40 '^\s*--- FAIL|^panic:' $(TEST_LOG) | head -400; fi; \
+	echo "tests: $$(grep -c '^--- PASS' $(TEST_LOG)) passed, $$(grep -c '^--- FAIL' $(TEST_LOG)) failed"; \
+	exit $$status
 
 fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzScrub$$' -fuzztime 10s ./redact/
