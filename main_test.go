@@ -360,3 +360,21 @@ func TestMetricsPromlintClean(t *testing.T) {
 		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }
+
+// serve refuses to start with a clear message when memguard could not lock
+// what it needs.
+func TestServeRefusesSmallMemlock(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command("bash", "-c", `ulimit -S -l 1024 && exec "$0" --data-dir "$1" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0`, binPath, dir)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	var se bytes.Buffer
+	cmd.Stderr = &se
+	err := cmd.Run()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 1 {
+		t.Fatalf("serve with a 1 MiB memlock limit: %v, stderr %q", err, se.String())
+	}
+	if !strings.Contains(se.String(), "RLIMIT_MEMLOCK") || strings.Count(strings.TrimSpace(se.String()), "\n") != 0 {
+		t.Fatalf("not one clear line: %q", se.String())
+	}
+}
