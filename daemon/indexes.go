@@ -286,13 +286,7 @@ func (c *indexCache) refreshLog(ctx context.Context, force bool) error {
 		ix.Destroy()
 		return nil
 	}
-	c.logUse.Lock()
-	old := c.logIx.Swap(ix)
-	c.logUse.Unlock()
-	if old != nil {
-		old.Destroy()
-	}
-	c.logRevs = revs
+	c.setLogIndex(ix, revs)
 	return nil
 }
 
@@ -300,13 +294,19 @@ func (c *indexCache) refreshLog(ctx context.Context, force bool) error {
 func (c *indexCache) dropLogIndex() {
 	c.logMu.Lock()
 	defer c.logMu.Unlock()
+	c.setLogIndex(nil, nil)
+}
+
+// setLogIndex swaps the log index (logMu held) and destroys the old one once
+// no log call is scrubbing with it.
+func (c *indexCache) setLogIndex(ix *redact.Index, revs map[string]int64) {
 	c.logUse.Lock()
-	old := c.logIx.Swap(nil)
+	old := c.logIx.Swap(ix)
 	c.logUse.Unlock()
 	if old != nil {
 		old.Destroy()
 	}
-	c.logRevs = nil
+	c.logRevs = revs
 }
 
 func sameRevs(a, b map[string]int64) bool {
