@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/awnumar/memguard"
-
 	"github.com/cdpvault/cdpvault/api"
 	"github.com/cdpvault/cdpvault/browser"
 	"github.com/cdpvault/cdpvault/cdpproxy"
@@ -431,7 +429,11 @@ func (v tenantVault) Resolve(ctx context.Context, name string) (inject.Secret, e
 		}
 		return inject.Secret{}, fmt.Errorf("reveal: %w", err)
 	}
+	if meta.Kind == secretstore.KindTOTP {
+		// A TOTP seed is not what a page wants typed, and codes are not
+		// generated in this version: refuse rather than type the seed.
+		buf.Destroy()
+		return inject.Secret{}, fmt.Errorf("secret %s is a totp seed; code generation is not supported", name)
+	}
 	return inject.Secret{Value: buf, Origins: meta.Origins, Version: meta.Version}, nil
 }
-
-var _ = memguard.NewBuffer
