@@ -55,8 +55,10 @@
 // (key events go wherever focus is and carry the character, so at most the
 // character in flight can reach the new frame); control characters go
 // through Input.insertText so a value cannot tab away or submit half-typed.
-// Input.imeSetComposition gets the value in its composition text after the
-// same check (check then write, no atomic re-check).
+// Input.imeSetComposition holding a placeholder is committed as text by the
+// same checked single-task write (a separate check and composition let a
+// focus-toggling page catch the value in another origin's frame); an element
+// that takes no execCommand text is refused.
 //
 // The value is decrypted by the Vault into a memguard buffer, escaped straight
 // from it into an outgoing params buffer sized once (never regrown), which is

@@ -472,6 +472,9 @@ func isHeldReplay(p []byte) bool {
 	return !bytes.Contains(p, []byte("hunter2")) && !bytes.Contains(p, []byte("100%"))
 }
 
+// A composition holding a placeholder is committed as text by the same
+// checked single-task write as insertText (a separate check and
+// imeSetComposition left a window for a focus-toggling page).
 func TestIMEComposition(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
@@ -480,18 +483,23 @@ func TestIMEComposition(t *testing.T) {
 		t.Fatalf("ime: %s", v.Data)
 	}
 	e := h.c.entries()
-	var p struct {
-		Text                         string
-		SelectionStart, SelectionEnd int
-		ReplacementStart             *int
+	var p struct{ Text string }
+	if len(e) != 1 || e[0].method != methodInsertText || json.Unmarshal(e[0].params, &p) != nil || p.Text != "ahunter2" {
+		t.Fatalf("ime was not written by the checked write: %+v", e)
 	}
-	if len(e) != 1 || json.Unmarshal(e[0].params, &p) != nil || p.Text != "ahunter2" || p.SelectionStart != 8 || p.SelectionEnd != 8 || p.ReplacementStart == nil {
-		t.Fatalf("ime call %+v %+v", p, e)
+	for _, x := range e {
+		if x.method == methodIME {
+			t.Fatal("value sent through an unchecked imeSetComposition")
+		}
 	}
 	h.c.focus["S"] = focusResult{Origin: "https://evil.test", Focus: true}
 	v = h.send("S", methodIME, `{"text":"<<secret:pw>>","selectionStart":1,"selectionEnd":1}`)
 	if !strings.HasPrefix(errorMessage(v.Data), "cdpvault: origin https://evil.test") {
 		t.Fatalf("ime on evil: %s", v.Data)
+	}
+	// Text without placeholders is the client's composition, untouched.
+	if v := h.send("S", methodIME, `{"text":"abc","selectionStart":3,"selectionEnd":3}`); v.Kind != cdpproxy.Forward {
+		t.Fatalf("plain composition: %v", v.Kind)
 	}
 }
 

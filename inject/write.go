@@ -312,15 +312,21 @@ func (in *interceptor) typeKeys(ctx context.Context, c cdpproxy.Conn, sid string
 	return moved, err
 }
 
-// ime handles Input.imeSetComposition: placeholders in the composition text
-// are replaced (after the same authorisation), the selection moved to the
-// end of the new text; anything else passes unchanged. Called with in.mu held.
+// ime handles Input.imeSetComposition: a composition holding placeholders is
+// committed as text (placeholders replaced, after the same authorisation)
+// by the same single renderer task as insertText, which re-checks the
+// focused frame's origin before writing: a separate check and
+// imeSetComposition would leave a window in which page script moves focus
+// to another origin's frame (found by a focus-toggling page). An element
+// that does not take execCommand text is refused rather than given the value
+// unchecked. Text without placeholders passes unchanged. Called with in.mu
+// held.
 func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, u *input) cdpproxy.Verdict {
 	ms, _ := scan(u.text, 0)
 	if len(ms) == 0 {
 		return forward
 	}
-	secrets, origin, _, refusal := in.authorize(ctx, c, m, ms)
+	secrets, origin, loc, refusal := in.authorize(ctx, c, m, ms)
 	defer func() {
 		for _, s := range secrets {
 			if s.Value != nil {
@@ -331,29 +337,22 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	if refusal != "" {
 		return reply(cdpproxy.ErrorReply(m, refusal))
 	}
-	var params map[string]json.RawMessage
-	if err := json.Unmarshal(u.params, &params); err != nil {
-		return reply(cdpproxy.ErrorReply(m, "cdpvault: malformed "+m.Method))
-	}
-	n := utf16Len(u.text, ms, secrets)
-	suffix := fmt.Sprintf(`","selectionStart":%d,"selectionEnd":%d`, n, n)
-	for k, v := range params {
-		switch k {
-		case "text", "selectionStart", "selectionEnd":
-			continue
-		}
-		kb, _ := json.Marshal(k)
-		suffix += "," + string(kb) + ":" + string(v)
-	}
-	suffix += "}"
-	buf := buildText(`{"text":"`, u.text, ms, secrets, suffix)
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	_, err := c.Call(cctx, m.SessionID, methodIME, json.RawMessage(buf))
-	wipe(buf)
+	res, err := in.writeAt(cctx, c, loc, origin, u.text, ms, secrets)
+	switch {
+	case err != nil:
+	case res.Remote || res.Denied:
+		return in.refuseMoved(ctx, c, m, ms, secrets, res)
+	case !res.Inserted:
+		err = errNotEditable
+	}
 	result, audit, reason := ResultInjected, AuditInjected, ""
 	if err != nil {
 		result, audit, reason = ResultError, AuditRefused, "error: write failed"
+		if err == errNotEditable {
+			result, reason = ResultRefusedSink, "refused: focused element takes no text"
+		}
 	}
 	seen := map[string]bool{}
 	for _, x := range ms {
@@ -362,8 +361,14 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 			in.record(ctx, c, Record{Secret: x.name, Version: secrets[x.name].Version, Origin: origin, Sink: m.Method, Result: audit, Reason: reason}, result)
 		}
 	}
+	if err == errNotEditable {
+		return reply(cdpproxy.ErrorReply(m, "cdpvault: the focused element does not take a secret through IME composition"))
+	}
 	if err != nil {
 		return reply(cdpproxy.ErrorReply(m, "cdpvault: typing the secret into the page failed"))
 	}
 	return reply(cdpproxy.EmptyResult(m))
 }
+
+// errNotEditable: the focused element took no execCommand text.
+var errNotEditable = errors.New("focused element takes no text")
