@@ -75,6 +75,12 @@ type interceptor struct {
 // Command remembers which stream each IO.read reads and forgets streams on
 // IO.close; every command is forwarded.
 func (in *interceptor) Command(_ context.Context, _ cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	if m.Method == "Page.captureSnapshot" {
+		// MHTML bodies are quoted-printable: soft line breaks (=\r\n) can
+		// split a value anywhere, and no form matches across them. Refused
+		// rather than scrubbed partially.
+		return cdpproxy.Verdict{Kind: cdpproxy.Reply, Data: cdpproxy.ErrorReply(m, "cdpvault: Page.captureSnapshot is refused: MHTML (quoted-printable) cannot be scrubbed")}, nil
+	}
 	if m.Method != "IO.read" && m.Method != "IO.close" {
 		return cdpproxy.Verdict{Kind: cdpproxy.Forward}, nil
 	}

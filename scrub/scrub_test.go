@@ -432,3 +432,19 @@ func TestNestedStaysValid(t *testing.T) {
 		}
 	}
 }
+
+// MHTML snapshots are quoted-printable, whose soft line breaks split values
+// where no form matches: the command is refused, never half scrubbed.
+func TestCaptureSnapshotRefused(t *testing.T) {
+	in := New(fixedSource{nil}, Options{Logger: quiet})
+	m := &cdpproxy.Message{Raw: []byte(`{"id":7,"method":"Page.captureSnapshot","params":{"format":"mhtml"},"sessionId":"S"}`),
+		ID: 7, HasID: true, Method: "Page.captureSnapshot", SessionID: "S"}
+	v, err := in.Command(context.Background(), nil, m)
+	if err != nil || v.Kind != cdpproxy.Reply || !bytes.Contains(v.Data, []byte(`"cdpvault: Page.captureSnapshot`)) || !bytes.Contains(v.Data, []byte(`"sessionId":"S"`)) {
+		t.Fatalf("captureSnapshot: %v %s %v", v.Kind, v.Data, err)
+	}
+	m = &cdpproxy.Message{Raw: []byte(`{"id":8,"method":"Page.captureScreenshot"}`), ID: 8, HasID: true, Method: "Page.captureScreenshot"}
+	if v, _ := in.Command(context.Background(), nil, m); v.Kind != cdpproxy.Forward {
+		t.Fatalf("screenshot refused: %v", v.Kind)
+	}
+}
