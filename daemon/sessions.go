@@ -341,15 +341,21 @@ func (s *session) release(d *daemon) {
 	}
 }
 
-// closeAll ends every session and refuses new ones (shutdown).
-func (m *sessionManager) closeAll(reason string) {
+// closeAndList refuses new sessions and returns the running ones.
+func (m *sessionManager) closeAndList() []*session {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.closed = true
 	all := make([]*session, 0, len(m.sessions))
 	for _, s := range m.sessions {
 		all = append(all, s)
 	}
-	m.mu.Unlock()
+	return all
+}
+
+// closeAll ends every session and refuses new ones (shutdown).
+func (m *sessionManager) closeAll(reason string) {
+	all := m.closeAndList()
 	var wg sync.WaitGroup
 	for _, s := range all {
 		wg.Add(1)
@@ -360,13 +366,7 @@ func (m *sessionManager) closeAll(reason string) {
 
 // killAll stops every browser at once (forced stop).
 func (m *sessionManager) killAll() {
-	m.mu.Lock()
-	m.closed = true
-	all := make([]*session, 0, len(m.sessions))
-	for _, s := range m.sessions {
-		all = append(all, s)
-	}
-	m.mu.Unlock()
+	all := m.closeAndList()
 	for _, s := range all {
 		if s.br != nil {
 			s.br.Kill()

@@ -18,13 +18,7 @@ import (
 // the client's own typing. Called with in.mu held.
 func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, u *input, text []byte, ms []match) cdpproxy.Verdict {
 	secrets, origin, loc, refusal := in.authorize(ctx, c, m, ms)
-	defer func() {
-		for _, s := range secrets {
-			if s.Value != nil {
-				s.Value.Destroy()
-			}
-		}
-	}()
+	defer destroyAll(secrets)
 	if refusal != "" {
 		return reply(cdpproxy.ErrorReply(m, refusal))
 	}
@@ -59,15 +53,7 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 		result, audit, reason = ResultError, AuditRefused, "error: write failed"
 		in.o.Logger.Warn("inject write", "error", err.Error())
 	}
-	seen := map[string]bool{}
-	for _, x := range ms {
-		if seen[x.name] {
-			continue
-		}
-		seen[x.name] = true
-		in.record(ctx, c, Record{Secret: x.name, Version: secrets[x.name].Version, Origin: origin, Sink: m.Method,
-			Result: audit, Reason: reason}, result)
-	}
+	in.recordEach(ctx, c, m, ms, secrets, origin, audit, result, reason)
 	if err != nil {
 		return reply(cdpproxy.ErrorReply(m, "cdpvault: typing the secret into the page failed"))
 	}
@@ -327,13 +313,7 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 		return forward
 	}
 	secrets, origin, loc, refusal := in.authorize(ctx, c, m, ms)
-	defer func() {
-		for _, s := range secrets {
-			if s.Value != nil {
-				s.Value.Destroy()
-			}
-		}
-	}()
+	defer destroyAll(secrets)
 	if refusal != "" {
 		return reply(cdpproxy.ErrorReply(m, refusal))
 	}
@@ -354,13 +334,7 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 			result, reason = ResultRefusedSink, "refused: focused element takes no text"
 		}
 	}
-	seen := map[string]bool{}
-	for _, x := range ms {
-		if !seen[x.name] {
-			seen[x.name] = true
-			in.record(ctx, c, Record{Secret: x.name, Version: secrets[x.name].Version, Origin: origin, Sink: m.Method, Result: audit, Reason: reason}, result)
-		}
-	}
+	in.recordEach(ctx, c, m, ms, secrets, origin, audit, result, reason)
 	if err == errNotEditable {
 		return reply(cdpproxy.ErrorReply(m, "cdpvault: the focused element does not take a secret through IME composition"))
 	}
@@ -368,6 +342,27 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 		return reply(cdpproxy.ErrorReply(m, "cdpvault: typing the secret into the page failed"))
 	}
 	return reply(cdpproxy.EmptyResult(m))
+}
+
+// destroyAll wipes the values an attempt resolved.
+func destroyAll(secrets map[string]Secret) {
+	for _, s := range secrets {
+		if s.Value != nil {
+			s.Value.Destroy()
+		}
+	}
+}
+
+// recordEach audits one write attempt once per secret named in it.
+func (in *interceptor) recordEach(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match, secrets map[string]Secret, origin, audit, result, reason string) {
+	seen := map[string]bool{}
+	for _, x := range ms {
+		if !seen[x.name] {
+			seen[x.name] = true
+			in.record(ctx, c, Record{Secret: x.name, Version: secrets[x.name].Version, Origin: origin, Sink: m.Method,
+				Result: audit, Reason: reason}, result)
+		}
+	}
 }
 
 // errNotEditable: the focused element took no execCommand text.
