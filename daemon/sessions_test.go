@@ -3,9 +3,12 @@ package daemon
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/cdpvault/cdpvault/api"
 	"github.com/cdpvault/cdpvault/inject"
 	"github.com/cdpvault/cdpvault/secretstore"
 )
@@ -47,5 +50,66 @@ func TestTenantVaultResolves(t *testing.T) {
 			sec.Value.Destroy()
 		}
 		t.Fatalf("totp seed resolved for typing: %v", err)
+	}
+}
+
+// Create refuses before starting anything: too many sessions, a TTL over
+// max_ttl, an unknown pool, a secret the tenant lacks, a stopping daemon.
+func TestCreateRefusals(t *testing.T) {
+	dir := t.TempDir()
+	key, err := secretstore.LoadMasterKey(filepath.Join(dir, "master.key"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	st, err := secretstore.Open(ctx, secretstore.Options{Path: filepath.Join(dir, "s.db"), MasterKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.CreateTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	tn, _ := st.Tenant(ctx, "acme")
+	cfg := Defaults()
+	cfg.Sessions.Max = 1
+	cfg.Sessions.MaxTTL = time.Hour
+	d := &daemon{cfg: cfg, store: st, logger: slog.New(slog.DiscardHandler)}
+	m := newSessionManager(d)
+	cases := []struct {
+		name   string
+		req    api.SessionRequest
+		status int
+		code   string
+	}{
+		{"unknown secret", api.SessionRequest{Secrets: []string{"nope"}}, 404, "secret_not_found"},
+		{"unknown pool", api.SessionRequest{Geo: "de"}, 400, "unknown_geo_pool"},
+		{"ttl over max", api.SessionRequest{TTLSeconds: 7200}, 400, "invalid_ttl"},
+	}
+	check := func(name string, err error, status int, code string) {
+		t.Helper()
+		var ae *api.Error
+		if !errors.As(err, &ae) || ae.Status != status || ae.Code != code {
+			t.Errorf("%s: %v, want %d %s", name, err, status, code)
+		}
+	}
+	for _, tc := range cases {
+		_, err := m.Create(ctx, tn, tc.req, "http://127.0.0.1:1")
+		check(tc.name, err, tc.status, tc.code)
+	}
+	m.sessions["s_x"] = &session{id: "s_x", tenant: "acme"}
+	_, err = m.Create(ctx, tn, api.SessionRequest{}, "http://127.0.0.1:1")
+	check("too many", err, 429, "too_many_sessions")
+	delete(m.sessions, "s_x")
+	m.closeAndList()
+	_, err = m.Create(ctx, tn, api.SessionRequest{}, "http://127.0.0.1:1")
+	check("stopping", err, 503, "shutting_down")
+	// Another tenant's session is not found, like an absent one.
+	other := &session{id: "s_other", tenant: "beta"}
+	m.sessions[other.id] = other
+	check("delete other tenant's", m.Delete(tn, "s_other"), 404, "not_found")
+	check("delete absent", m.Delete(tn, "s_absent"), 404, "not_found")
+	if got := m.List(tn, "http://x"); len(got) != 0 {
+		t.Errorf("tenant lists another tenant's session: %+v", got)
 	}
 }
