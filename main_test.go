@@ -100,6 +100,12 @@ func TestCLISecretsRoundTrip(t *testing.T) {
 	if strings.Contains(tokLs.stdout, strings.TrimSpace(tok.stdout)) {
 		t.Fatal("token ls shows the token")
 	}
+	if a := mustRun(t, dir, "", "audit", "ls", "--tenant", "acme", "--limit", "5"); !strings.HasPrefix(a.stdout, "TIME") {
+		t.Fatalf("audit ls: %q", a.stdout)
+	}
+	if r := run(t, dir, "", "audit", "ls", "--tenant", "nobody"); r.code != 1 || !strings.Contains(r.stderr, "not found") {
+		t.Fatalf("audit ls of an unknown tenant: %+v", r)
+	}
 	// No plaintext anywhere in the data dir.
 	assertNoPlaintext(t, dir, secretValue)
 	mustRun(t, dir, "", "secret", "rm", "--tenant", "acme", "acme_password")

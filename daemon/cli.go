@@ -246,12 +246,11 @@ func runAdmin(ctx context.Context, g Overrides, verb string, args []string, stdi
 		if err != nil {
 			return fmt.Errorf("tenant ls: %w", err)
 		}
-		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tSECRETS\tCREATED")
-		for _, t := range ts {
-			fmt.Fprintf(tw, "%s\t%d\t%s\n", t.Name, t.Secrets, t.CreatedAt.UTC().Format(time.RFC3339))
-		}
-		tw.Flush()
+		table(out, "NAME\tSECRETS\tCREATED", func(tw io.Writer) {
+			for _, t := range ts {
+				fmt.Fprintf(tw, "%s\t%d\t%s\n", t.Name, t.Secrets, t.CreatedAt.UTC().Format(time.RFC3339))
+			}
+		})
 	case "tenant rm":
 		if err := st.DeleteTenant(ctx, c.args[0]); err != nil {
 			return fmt.Errorf("tenant rm: %w", err)
@@ -269,12 +268,11 @@ func runAdmin(ctx context.Context, g Overrides, verb string, args []string, stdi
 		if err != nil {
 			return fmt.Errorf("token ls: %w", err)
 		}
-		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tLABEL\tCREATED")
-		for _, t := range toks {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Label, t.CreatedAt.UTC().Format(time.RFC3339))
-		}
-		tw.Flush()
+		table(out, "ID\tLABEL\tCREATED", func(tw io.Writer) {
+			for _, t := range toks {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", t.ID, t.Label, t.CreatedAt.UTC().Format(time.RFC3339))
+			}
+		})
 	case "token revoke":
 		if err := st.RevokeToken(ctx, *tenant, c.args[0]); err != nil {
 			return fmt.Errorf("token revoke: %w", err)
@@ -292,12 +290,11 @@ func runAdmin(ctx context.Context, g Overrides, verb string, args []string, stdi
 			return fmt.Errorf("secret ls: %w", err)
 		}
 		sort.Slice(ms, func(i, j int) bool { return ms[i].Name < ms[j].Name })
-		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tKIND\tVERSION\tORIGINS\tUPDATED")
-		for _, m := range ms {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", m.Name, m.Kind, m.Version, strings.Join(m.Origins, ","), m.UpdatedAt.UTC().Format(time.RFC3339))
-		}
-		tw.Flush()
+		table(out, "NAME\tKIND\tVERSION\tORIGINS\tUPDATED", func(tw io.Writer) {
+			for _, m := range ms {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", m.Name, m.Kind, m.Version, strings.Join(m.Origins, ","), m.UpdatedAt.UTC().Format(time.RFC3339))
+			}
+		})
 	case "secret rm":
 		t, err := st.Tenant(ctx, *tenant)
 		if err != nil {
@@ -316,12 +313,11 @@ func runAdmin(ctx context.Context, g Overrides, verb string, args []string, stdi
 		if err != nil {
 			return fmt.Errorf("audit ls: %w", err)
 		}
-		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "TIME\tSESSION\tSECRET\tVERSION\tORIGIN\tSINK\tRESULT\tREASON")
-		for _, r := range recs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(time.RFC3339), r.Session, r.Secret, r.Version, r.Origin, r.Sink, r.Result, r.Reason)
-		}
-		tw.Flush()
+		table(out, "TIME\tSESSION\tSECRET\tVERSION\tORIGIN\tSINK\tRESULT\tREASON", func(tw io.Writer) {
+			for _, r := range recs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format(time.RFC3339), r.Session, r.Secret, r.Version, r.Origin, r.Sink, r.Result, r.Reason)
+			}
+		})
 	case "key rotate":
 		return keyRotate(ctx, st, c.overrides, *newKey, stdio)
 	case "key retire":
@@ -332,6 +328,14 @@ func runAdmin(ctx context.Context, g Overrides, verb string, args []string, stdi
 		fmt.Fprintf(out, "retired %d wrapped key(s); only master key version %d remains\n", n, st.MasterKeyVersion())
 	}
 	return nil
+}
+
+// table writes a header and rows aligned in columns.
+func table(out io.Writer, header string, rows func(tw io.Writer)) {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	rows(tw)
+	tw.Flush()
 }
 
 // secretSet reads the value from stdin (never argv), without echo on a
