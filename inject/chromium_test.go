@@ -561,12 +561,34 @@ func (e *browserEnv) navigate(u string) {
 		}
 		break
 	}
-	e.cl.must(e.sid, "Page.navigate", map[string]any{"url": u})
+	r := e.cl.must(e.sid, "Page.navigate", map[string]any{"url": u})
+	var nav struct {
+		LoaderID string `json:"loaderId"`
+	}
+	_ = json.Unmarshal(r, &nav)
+	// A load of the previous navigation (a form submitted just before) can
+	// still arrive: wait for the main frame to commit this navigation's
+	// loader (kept across server redirects), then for its load event.
+	committed := nav.LoaderID == ""
 	deadline := time.After(20 * time.Second)
 	for {
 		select {
 		case ev := <-e.ev:
-			if ev.method == "Page.loadEventFired" && ev.sid == e.sid {
+			if ev.sid != e.sid {
+				continue
+			}
+			if ev.method == "Page.frameNavigated" {
+				var fn struct {
+					Frame struct {
+						ParentID string `json:"parentId"`
+						LoaderID string `json:"loaderId"`
+					} `json:"frame"`
+				}
+				if json.Unmarshal(ev.params, &fn) == nil && fn.Frame.ParentID == "" && fn.Frame.LoaderID == nav.LoaderID {
+					committed = true
+				}
+			}
+			if ev.method == "Page.loadEventFired" && committed {
 				return
 			}
 		case <-deadline:
