@@ -16,17 +16,18 @@ import (
 
 // Refusal messages (part of what agents see; tests pin them).
 const (
-	MsgProxyServer   = "cdpvault: proxyServer is set by cdpvault for geo sessions"
-	MsgCreateTarget  = "cdpvault: sessions in attach mode open pages only in their own browser context; call Target.createBrowserContext first"
-	MsgBrowserClose  = "cdpvault: the browser is shared (attach mode); it cannot be closed or crashed from a session"
-	MsgForeignCtx    = "cdpvault: sessions in attach mode may only use their own browser contexts (created with Target.createBrowserContext)"
-	MsgForeignTarget = "cdpvault: sessions in attach mode may only use targets in their own browser contexts"
-	MsgRootDomain    = "cdpvault: on the browser session a session in attach mode may only use Target, Browser.getVersion, SystemInfo, Schema and context-scoped commands of its own browser contexts"
-	MsgTargetMethod  = "cdpvault: this Target method is not available to sessions in attach mode"
-	MsgNoProxy       = "cdpvault: the session's geo proxy is not available"
-	MsgNested        = "cdpvault: Target.createBrowserContext cannot be sent through Target.sendMessageToTarget"
-	MsgMalformed     = "cdpvault: command params must be a JSON object without repeated members"
-	MsgWithheld      = "cdpvault: response withheld (not a well-formed CDP response)"
+	MsgProxyServer     = "cdpvault: proxyServer is set by cdpvault for geo sessions"
+	MsgCreateTarget    = "cdpvault: sessions in attach mode open pages only in their own browser context; call Target.createBrowserContext first"
+	MsgBrowserClose    = "cdpvault: the browser is shared (attach mode); it cannot be closed or crashed from a session"
+	MsgForeignCtx      = "cdpvault: sessions in attach mode may only use their own browser contexts (created with Target.createBrowserContext)"
+	MsgForeignTarget   = "cdpvault: sessions in attach mode may only use targets in their own browser contexts"
+	MsgRootDomain      = "cdpvault: on the browser session a session in attach mode may only use Target, Browser.getVersion, SystemInfo, Schema and context-scoped commands of its own browser contexts"
+	MsgTargetMethod    = "cdpvault: this Target method is not available to sessions in attach mode"
+	MsgNoProxy         = "cdpvault: the session's geo proxy is not available"
+	MsgNested          = "cdpvault: Target.createBrowserContext cannot be sent through Target.sendMessageToTarget"
+	MsgCreateTargetURL = "cdpvault: in a geo session Target.createTarget takes url about:blank (then Page.navigate), so the pool's time zone and language are in place before the page's first request"
+	MsgMalformed       = "cdpvault: command params must be a JSON object without repeated members"
+	MsgWithheld        = "cdpvault: response withheld (not a well-formed CDP response)"
 )
 
 // lookupTimeout bounds the Target.getTargetInfo a check may need.
@@ -52,6 +53,16 @@ type Options struct {
 	// Logger receives refusals (method and rule, never a payload); nil
 	// discards.
 	Logger *slog.Logger
+	// Timezone (IANA name) and Locale (BCP 47 tag) are the geo pool's
+	// (ignored with Direct). When set, every target of the session's
+	// contexts that a connection of the session attaches to (pages,
+	// iframes, workers) gets Emulation.setTimezoneOverride,
+	// Emulation.setLocaleOverride and Network.setUserAgentOverride with
+	// AcceptLanguage (default: Locale) before the client's first command on
+	// it runs (Runtime.runIfWaitingForDebugger included).
+	Timezone       string
+	Locale         string
+	AcceptLanguage string
 }
 
 // Guard is one daemon session's confinement in attach mode: the browser
@@ -67,6 +78,8 @@ type Guard struct {
 	former  map[string]struct{} // disposed own contexts: their events stay visible
 	targets map[string]string   // targetId -> browserContextId
 	windows map[string]struct{} // windowIds of own targets (Browser.getWindowForTarget answers)
+
+	emuFields
 }
 
 // NewGuard creates the Guard of one daemon session. It starts nothing.
@@ -81,7 +94,7 @@ func NewGuard(o Options) *Guard {
 // Interceptor returns the interceptor for one connection of the session;
 // the daemon's Factory calls it for every connection and puts it first.
 func (g *Guard) Interceptor() cdpproxy.Interceptor {
-	return &geoConn{g: g, creating: map[pendKey]struct{}{}, targetsIn: map[pendKey]string{}, sessions: map[string]bool{}}
+	return &geoConn{g: g, creating: map[pendKey]struct{}{}, targetsIn: map[pendKey]string{}, sessions: map[string]bool{}, emu: map[string]*emuState{}}
 }
 
 // Contexts returns the browser contexts the session created, sorted.
@@ -215,6 +228,7 @@ type geoConn struct {
 	creating  map[pendKey]struct{} // rewritten createBrowserContext awaiting its response
 	targetsIn map[pendKey]string   // createTarget awaiting its response -> its context
 	cmdConn   cdpproxy.Conn        // the Conn of Command, for calls made on behalf of Event
+	emu       map[string]*emuState // geo overrides per attached CDP session ("" = a page socket's own)
 
 	// sessions maps the CDP sessions attached on this connection to whether
 	// their target is in one of the session's contexts (Event goroutine only).
@@ -273,6 +287,24 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 		ic.cmdConn = c
 	}
 	ic.mu.Unlock()
+	if m.SessionID != "" && !m.Nested && !ic.awaitEmulation(ctx, m.SessionID) {
+		return ic.refuse(c, m, MsgNoEmulation)
+	}
+	v, err := ic.command(ctx, c, m)
+	if err != nil || v.Kind != cdpproxy.Forward || v.Data != nil {
+		return v, err
+	}
+	out, ok := ic.keepGeo(ctx, c, m)
+	if !ok {
+		return ic.refuse(c, m, MsgMalformed)
+	}
+	if out != nil {
+		return cdpproxy.Verdict{Kind: cdpproxy.Replace, Data: out}, nil
+	}
+	return v, nil
+}
+
+func (ic *geoConn) command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
 	f, err := commandFields(m.Raw)
 	if err != nil {
 		return ic.refuse(c, m, MsgMalformed)
@@ -306,6 +338,14 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	case m.Method == "Target.createTarget":
 		if !hasBC { // an allowed one was checked above
 			return ic.refuse(c, m, MsgCreateTarget)
+		}
+		if ic.g.emulating() {
+			// Chrome sends the first request of a page created on a URL
+			// before any client can attach and apply the pool's language
+			u, err := member(f.params, "url")
+			if err != nil || (u != nil && jsonString(u) != "" && jsonString(u) != "about:blank") {
+				return ic.refuse(c, m, MsgCreateTargetURL)
+			}
 		}
 		if m.HasID && !m.Nested {
 			ic.mu.Lock()
@@ -345,6 +385,9 @@ func (ic *geoConn) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 		// page-level socket: the page itself must be in an allowed context
 		if ok, why := ic.targetAllowed(ctx, c, root.TargetID); !ok {
 			return ic.refuse(c, m, why)
+		}
+		if !ic.ensurePageSocket(ctx, c, root.Type) {
+			return ic.refuse(c, m, MsgNoEmulation)
 		}
 		return forward, nil
 	}
@@ -485,6 +528,7 @@ func (ic *geoConn) Close() {
 	ic.mu.Lock()
 	clear(ic.creating)
 	clear(ic.targetsIn)
+	clear(ic.emu)
 	ic.cmdConn = nil
 	ic.mu.Unlock()
 }

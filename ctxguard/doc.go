@@ -22,6 +22,27 @@
 // its createBrowserContext is forwarded unchanged (rule 4 below does not
 // apply: no pool is involved, so agent proxy parameters are allowed).
 //
+// A geo session's Guard also carries the pool's time zone and language
+// (Options.Timezone, Locale, AcceptLanguage): launch mode sets them with TZ
+// and --lang, attach mode cannot. Whenever Chrome attaches one of the
+// session's targets (page, iframe, worker) to a connection of the session
+// (Target.attachedToTarget, auto-attach included, or a page socket's first
+// command), the daemon sends on that target's CDP session
+// Emulation.setTimezoneOverride, Emulation.setLocaleOverride and
+// Network.setUserAgentOverride (the browser's own User-Agent, the pool's
+// acceptLanguage: Accept-Language and navigator.language). Every client
+// command on that CDP session waits until they are in place, so with
+// waitForDebuggerOnStart the target runs no script before them; when they
+// fail the client's commands there are refused (MsgNoEmulation) and a
+// paused target stays paused. Methods a worker lacks are skipped (its
+// renderer's time zone is the page's). An agent's own override command
+// with an empty value (which clears the override in Chrome) gets the pool's
+// value instead. Target.createTarget with a url other than about:blank is
+// refused (MsgCreateTargetURL): Chrome sends that first request before any
+// client can attach. The overrides live as long as the CDP session they
+// were sent on: a target no connection of the session is attached to runs
+// with the host's time zone and language.
+//
 // Agents must therefore create a context first
 // (createBrowserContext -> createTarget{browserContextId} ->
 // attachToTarget). Playwright's connectOverCDP users call

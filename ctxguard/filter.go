@@ -44,10 +44,14 @@ func (ic *geoConn) Event(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Messa
 			ic.release(ctx, m.SessionID, p.sessionID, p.waiting)
 			return drop, nil
 		}
+		if !m.Nested {
+			ic.startEmulation(ctx, p.sessionID, p.typ)
+		}
 	case "Target.detachedFromTarget":
 		p := eventIDs(m.Raw)
 		vis, known := ic.sessions[p.sessionID]
 		delete(ic.sessions, p.sessionID)
+		ic.forgetEmulation(p.sessionID)
 		if !known {
 			bc, ok := ic.g.targetContext(p.targetID)
 			vis = ok && ic.g.ours(bc)

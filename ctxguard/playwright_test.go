@@ -28,6 +28,7 @@ const { chromium } = require(process.env.PLAYWRIGHT_CORE);
   const page = await ctx.newPage();
   await page.goto(site + '/playwright');
   console.log('TEXT ' + await page.textContent('p'));
+  console.log('GEO ' + await page.evaluate('[Intl.DateTimeFormat().resolvedOptions().timeZone, navigator.language, Intl.DateTimeFormat().resolvedOptions().locale].join("|")'));
   await ctx.close();
   await browser.close();
 })().catch(e => { console.log('ERROR ' + e.message); process.exit(1); });
@@ -57,7 +58,7 @@ func runPlaywright(t *testing.T, direct bool) {
 	ch := startChrome(t)
 	st := newSite(t)
 	pool := newRecProxy(t)
-	g := NewGuard(Options{ProxyServer: "http://" + pool.addr, BypassList: "<-loopback>", Direct: direct})
+	g := NewGuard(Options{ProxyServer: "http://" + pool.addr, BypassList: "<-loopback>", Direct: direct, Timezone: "Asia/Tokyo", Locale: "de-DE", AcceptLanguage: "de-DE,de"})
 	sharedPage(t, ch.base, "") // control: Chrome has a page the session must not see
 	base := serveProxy(t, ch.base, func(*cdpproxy.Session) []cdpproxy.Interceptor {
 		return []cdpproxy.Interceptor{g.Interceptor()}
@@ -82,6 +83,9 @@ func runPlaywright(t *testing.T, direct bool) {
 	}
 	if !strings.Contains(string(out), "DEFAULT-PAGES 0\n") {
 		t.Fatalf("Playwright sees pages of the shared default context:\n%s", out)
+	}
+	if geo := strings.Contains(string(out), "GEO Asia/Tokyo|de-DE|de-DE\n"); geo == direct {
+		t.Fatalf("the page's time zone and language (direct %v):\n%s", direct, out)
 	}
 	if direct {
 		if hs := st.got("/playwright"); len(hs) != 1 || hs[0].viaProxy {

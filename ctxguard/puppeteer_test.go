@@ -27,6 +27,7 @@ const puppeteer = require(process.env.PUPPETEER_CORE);
   const page = await ctx.newPage();
   await page.goto(site + '/puppeteer');
   console.log('TEXT ' + await page.$eval('p', e => e.textContent));
+  console.log('GEO ' + await page.evaluate('[Intl.DateTimeFormat().resolvedOptions().timeZone, navigator.language, Intl.DateTimeFormat().resolvedOptions().locale].join("|")'));
   const again = browser.targets().map(t => t.url());
   console.log('FOREIGN-SEEN ' + again.some(u => u.includes(foreign)));
   await ctx.close();
@@ -39,6 +40,17 @@ const puppeteer = require(process.env.PUPPETEER_CORE);
 // client has a page open in the shared browser.
 func TestPuppeteerDirectSession(t *testing.T) {
 	t.Parallel()
+	runPuppeteer(t, false)
+}
+
+// TestPuppeteerGeoSession: the same with a geo session's Guard; the page
+// has the pool's time zone and language.
+func TestPuppeteerGeoSession(t *testing.T) {
+	t.Parallel()
+	runPuppeteer(t, true)
+}
+
+func runPuppeteer(t *testing.T, geo bool) {
 	pp, _ := filepath.Abs("../e2e/node_modules/puppeteer-core")
 	node, err := exec.LookPath("node")
 	if _, serr := os.Stat(filepath.Join(pp, "package.json")); err != nil || serr != nil {
@@ -47,6 +59,9 @@ func TestPuppeteerDirectSession(t *testing.T) {
 	ch := startChrome(t)
 	st := newSite(t)
 	g := NewGuard(Options{Direct: true})
+	if geo {
+		g = NewGuard(Options{ProxyServer: "http://" + newRecProxy(t).addr, BypassList: "<-loopback>", Timezone: "Asia/Tokyo", Locale: "de-DE", AcceptLanguage: "de-DE,de"})
+	}
 	base := serveProxy(t, ch.base, func(*cdpproxy.Session) []cdpproxy.Interceptor {
 		return []cdpproxy.Interceptor{g.Interceptor()}
 	})
@@ -70,6 +85,9 @@ func TestPuppeteerDirectSession(t *testing.T) {
 	t.Logf("puppeteer:\n%s", out)
 	if !strings.Contains(string(out), "TEXT hello") {
 		t.Fatalf("own context page did not load:\n%s", out)
+	}
+	if got := strings.Contains(string(out), "GEO Asia/Tokyo|de-DE|de-DE\n"); got != geo {
+		t.Fatalf("the page's time zone and language (geo %v):\n%s", geo, out)
 	}
 	if strings.Contains(string(out), "other-tenant") || !strings.Contains(string(out), "PAGES 0\n") || !strings.Contains(string(out), "FOREIGN-SEEN false") {
 		t.Fatalf("Puppeteer sees pages outside the session's contexts:\n%s", out)
