@@ -425,6 +425,42 @@ func TestAttachModeGeo(t *testing.T) {
 	if resp.Error == nil || !strings.HasPrefix(resp.Error.Message, "cdpvault:") {
 		t.Errorf("an agent-supplied proxyServer was not refused with a cdpvault CDP error: %s %+v", resp.Result, resp.Error)
 	}
+
+	// The pool's time zone and language (issue 6: "the pool's timezone and
+	// locale apply to the session's browser"), applied by the daemon through
+	// CDP in attach mode; a session without geo on the same Chrome keeps
+	// the host's.
+	const probe = `[Intl.DateTimeFormat().resolvedOptions().timeZone, navigator.language].join("|")`
+	if got := string(r.Evaluate(sid, probe)); got != `"Europe/Berlin|de-DE"` {
+		t.Errorf("the geo session's page sees %s, want Europe/Berlin|de-DE", got)
+	}
+	if hs := site.Received("acme.test", "/blank"); len(hs) != 1 || !strings.HasPrefix(hs[0].Header.Get("Accept-Language"), "de-DE,de") {
+		t.Errorf("the geo session's request reached the site with Accept-Language %v, want de-DE,de", acceptLanguages(hs))
+	}
+	plain := d.NewSession(t, token, SessionOpts{Secrets: []string{}})
+	pr := DialRaw(t, plain.WSURL)
+	_, _, psid := ownPageSession(pr, "about:blank")
+	pr.Navigate(psid, site.URL("acme", "/blank?route=attach-plain"))
+	host := string(pr.Evaluate(psid, probe))
+	if strings.Contains(host, "Europe/Berlin") || strings.Contains(host, "|de") {
+		t.Errorf("a session without geo on the same Chrome sees %s, want the host's time zone and language", host)
+	}
+	for _, h := range site.Received("acme.test", "/blank") {
+		if h.RawQuery == "route=attach-plain" && strings.HasPrefix(h.Header.Get("Accept-Language"), "de") {
+			t.Errorf("a session without geo sent Accept-Language %q", h.Header.Get("Accept-Language"))
+		}
+	}
+	if c := live.Carried("route=attach-plain"); len(c) != 0 {
+		t.Errorf("the pool carried a session without geo: %v", c)
+	}
+}
+
+func acceptLanguages(hs []Recorded) []string {
+	var out []string
+	for _, h := range hs {
+		out = append(out, h.Header.Get("Accept-Language"))
+	}
+	return out
 }
 
 // TestAttachModeDaemonStopLeavesBrowser: SIGTERM ends the daemon cleanly,
