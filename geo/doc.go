@@ -22,4 +22,11 @@
 // for the one CONNECT request being written (that copy is wiped) or the one
 // plain-HTTP header being sent. No credential appears in a log line, an
 // error, a metric label or an error body.
+//
+// Peers: any local process can reach a loopback port. In launch mode the
+// daemon opens the forwarder with SessionOptions.RestrictPeers and, once
+// the browser runs, calls Forwarder.AllowProcessTree(browser pid): only
+// connections whose client socket is held by the browser or a descendant
+// (found through /proc/net/tcp and /proc/<pid>/fd) are served; the others
+// are closed unanswered and counted (see peer.go).
 package geo

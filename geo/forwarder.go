@@ -31,6 +31,7 @@ type Forwarder struct {
 	gp   *goproxy.ProxyHttpServer
 
 	sticky atomic.Pointer[upstream]
+	gate   peerGate
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -40,12 +41,13 @@ type Forwarder struct {
 	served    chan struct{}
 }
 
-func newForwarder(r *Router, p *pool) (*Forwarder, error) {
+func newForwarder(r *Router, p *pool, o SessionOptions) (*Forwarder, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("geo: listen for session forwarder: %w", err)
 	}
 	f := &Forwarder{r: r, pool: p, conns: map[*trackedConn]struct{}{}, served: make(chan struct{})}
+	f.gate.on = o.RestrictPeers
 	f.ln = &trackingListener{Listener: ln, f: f}
 	f.gp = f.newGoproxy()
 	f.srv = &http.Server{
@@ -347,9 +349,20 @@ type trackingListener struct {
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	var c net.Conn
+	for {
+		var err error
+		c, err = l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		perr := l.f.gate.allowed(c)
+		if perr == nil {
+			break
+		}
+		l.f.r.metrics.refused.WithLabelValues(l.f.pool.name).Inc()
+		_ = c.Close() // before a byte is read: nothing to answer
+		l.f.r.log.Debug("geo forwarder refused a connection from outside the session's browser", "pool", l.f.pool.name, "error", perr.Error())
 	}
 	tc := &trackedConn{Conn: c, f: l.f}
 	l.f.mu.Lock()

@@ -13,13 +13,15 @@ type Metrics struct {
 	requests  *prometheus.CounterVec
 	failures  *prometheus.CounterVec
 	failovers *prometheus.CounterVec
+	refused   *prometheus.CounterVec
 }
 
 var metricLabels = []string{"pool", "upstream", "addr"}
 
 // NewMetrics creates the geo metrics and registers them with reg (nil: not
 // registered). Names: cdpvault_geo_upstream_up, cdpvault_geo_requests_total,
-// cdpvault_geo_failures_total, cdpvault_geo_failovers_total.
+// cdpvault_geo_failures_total, cdpvault_geo_failovers_total,
+// cdpvault_geo_refused_connections_total (label pool only).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -38,9 +40,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "cdpvault_geo_failovers_total",
 			Help: "Times a session moved away from this upstream to another upstream of the same pool after a failure.",
 		}, metricLabels),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdpvault_geo_refused_connections_total",
+			Help: "Connections to a session forwarder refused because they did not come from the session's browser.",
+		}, []string{"pool"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.up, m.requests, m.failures, m.failovers)
+		reg.MustRegister(m.up, m.requests, m.failures, m.failovers, m.refused)
 	}
 	return m
 }

@@ -395,6 +395,21 @@ func (r *Router) SecretNames() []string {
 // forward proxy on its own 127.0.0.1 port whose traffic leaves only through
 // that pool. ErrUnknownPool if the pool does not exist.
 func (r *Router) OpenSession(ctx context.Context, name string) (*Forwarder, error) {
+	return r.OpenSessionWith(ctx, name, SessionOptions{})
+}
+
+// SessionOptions configure one session's Forwarder.
+type SessionOptions struct {
+	// RestrictPeers (launch mode, where the daemon starts the browser):
+	// the forwarder serves only connections from the process tree given to
+	// Forwarder.AllowProcessTree, and none before it is called. Attach mode
+	// cannot use it (the shared Chrome is not the daemon's child and may
+	// run elsewhere).
+	RestrictPeers bool
+}
+
+// OpenSessionWith is OpenSession with options.
+func (r *Router) OpenSessionWith(ctx context.Context, name string, o SessionOptions) (*Forwarder, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -407,7 +422,7 @@ func (r *Router) OpenSession(ctx context.Context, name string) (*Forwarder, erro
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownPool, name)
 	}
-	f, err := newForwarder(r, p)
+	f, err := newForwarder(r, p, o)
 	if err != nil {
 		return nil, err
 	}

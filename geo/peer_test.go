@@ -1,0 +1,155 @@
+package geo
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func (e *env) openRestricted(t *testing.T, pool string) *Forwarder {
+	t.Helper()
+	f, err := e.r.OpenSessionWith(context.Background(), pool, SessionOptions{RestrictPeers: true})
+	if err != nil {
+		t.Fatalf("OpenSessionWith: %v", err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
+}
+
+func refusedCount(e *env, pool string) float64 {
+	return testutil.ToFloat64(e.r.metrics.refused.WithLabelValues(pool))
+}
+
+// curlVia fetches u through proxy with curl, a real process of its own.
+func curlVia(t *testing.T, proxy, u string) (string, error) {
+	t.Helper()
+	path, err := exec.LookPath("curl")
+	if err != nil {
+		t.Skip("curl not installed")
+	}
+	out, err := exec.Command(path, "-sS", "--max-time", "10", "-x", proxy, u).CombinedOutput()
+	return string(out), err
+}
+
+// TestRestrictedForwarderProcessTree: with RestrictPeers the forwarder
+// serves only the process tree given to AllowProcessTree. Here the test
+// process is "the browser": it and its child (curl) are served; before
+// AllowProcessTree, and for a tree this process is not in, every connection
+// is closed unanswered and counted.
+func TestRestrictedForwarderProcessTree(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, false)
+	u1 := newTestUpstream(t, "u1", user(0), pw(0), false)
+	pools, secrets := poolOf(u1.URL())
+	e := newEnv(t, pools, secrets, nil)
+
+	// nothing allowed yet: refused (fail closed)
+	f := e.openRestricted(t, "de")
+	if code, body, _ := get(t, client(f, nil), s.url("acme.test")); code != 0 {
+		t.Fatalf("before AllowProcessTree: %d %q, want the connection closed", code, body)
+	}
+	if n := refusedCount(e, "de"); n != 1 {
+		t.Fatalf("refused = %v, want 1", n)
+	}
+
+	if err := f.AllowProcessTree(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := get(t, client(f, nil), s.url("acme.test")); code != 200 || !strings.Contains(body, "hello from site") {
+		t.Fatalf("the allowed process: %d %q", code, body)
+	}
+	if out, err := curlVia(t, f.ProxyURL(), s.url("acme.test")); err != nil || !strings.Contains(out, "hello from site") {
+		t.Fatalf("a descendant of the allowed process (curl): %v %q", err, out)
+	}
+	if err := f.AllowProcessTree(os.Getpid() + 1); err == nil {
+		t.Fatal("AllowProcessTree accepted a second, different process")
+	}
+
+	// another tree: a process that is not an ancestor of this one
+	other := exec.Command("sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Process.Kill(); _ = other.Wait() })
+	g := e.openRestricted(t, "de")
+	if err := g.AllowProcessTree(other.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	before := s.requests.Load()
+	if code, body, _ := get(t, client(g, nil), s.url("acme.test")); code != 0 {
+		t.Fatalf("a process outside the allowed tree: %d %q", code, body)
+	}
+	if out, err := curlVia(t, g.ProxyURL(), s.url("acme.test")); err == nil {
+		t.Fatalf("curl outside the allowed tree was served: %q", out)
+	}
+	if n := s.requests.Load(); n != before {
+		t.Fatalf("the site received %d requests from refused connections", n-before)
+	}
+	if n := refusedCount(e, "de"); n != 3 {
+		t.Fatalf("refused = %v, want 3", n)
+	}
+	if !strings.Contains(e.metricsText(t), `cdpvault_geo_refused_connections_total{pool="de"} 3`) {
+		t.Fatalf("metric not exposed:\n%s", e.metricsText(t))
+	}
+	// a forwarder without RestrictPeers (attach mode) serves anyone
+	if code, _, _ := get(t, client(e.open(t, "de"), nil), s.url("acme.test")); code != 200 {
+		t.Fatalf("unrestricted forwarder: %d", code)
+	}
+}
+
+// TestChromiumRestrictedForwarder: the session's real Chromium is served
+// through a restricted forwarder (its network service is a descendant of
+// the browser process) while a process outside the browser — curl, and
+// this test process — is refused and reaches nothing.
+func TestChromiumRestrictedForwarder(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, false)
+	ts := newSite(t, true)
+	u1 := newTestUpstream(t, "u1", user(0), pw(0), false)
+	pools, secrets := poolOf(u1.URL())
+	e := newEnv(t, pools, secrets, nil)
+	f := e.openRestricted(t, "de")
+	b := launchChromium(t, BrowserArgs(f, pools["de"]), BrowserEnv(pools["de"]))
+	if err := f.AllowProcessTree(b.cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	for _, site := range []*site{s, ts} {
+		if et := b.navigate(t, site.url("acme.test")); et != "" {
+			t.Fatalf("navigate: %s", et)
+		}
+		var text string
+		b.eval(t, loadedText, &text)
+		if !strings.Contains(text, "hello from site") {
+			t.Fatalf("page text %q", text)
+		}
+	}
+	if got := u1.Plain(); !slices.Contains(got, "acme.test:"+s.port()) {
+		t.Fatalf("u1 carried %v", got)
+	}
+	if got := u1.Connects(); !slices.Contains(got, "acme.test:"+ts.port()) {
+		t.Fatalf("u1 CONNECTs %v", got)
+	}
+	refused := refusedCount(e, "de")
+	aside := newSite(t, false) // only the outsiders try it
+	if out, err := curlVia(t, f.ProxyURL(), aside.url("acme.test")); err == nil {
+		t.Fatalf("curl (outside the browser) was served: %q", out)
+	}
+	if code, body, _ := get(t, client(f, nil), aside.url("acme.test")); code != 0 {
+		t.Fatalf("the test process (outside the browser): %d %q", code, body)
+	}
+	if n := aside.requests.Load(); n != 0 {
+		t.Fatalf("the site received %d requests from outside the browser", n)
+	}
+	if n := refusedCount(e, "de"); n != refused+2 {
+		t.Fatalf("refused = %v, want %v", n, refused+2)
+	}
+	// and the browser still is served afterwards
+	if et := b.navigate(t, s.url("acme.test")+"?again"); et != "" {
+		t.Fatalf("navigate again: %s", et)
+	}
+}
