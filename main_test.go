@@ -239,6 +239,11 @@ func TestCLICheckConfig(t *testing.T) {
 	if r.code != 1 || strings.Count(r.stderr, "config:") < 2 {
 		t.Fatalf("check-config bad: %+v", r)
 	}
+	os.WriteFile(bad, []byte("injection: {taint: sometimes}\n"), 0o600)
+	r = run(t, dir, "", "--config", bad, "check-config")
+	if r.code != 1 || !strings.Contains(r.stderr, "injection.taint") {
+		t.Fatalf("check-config with injection.taint sometimes: %+v", r)
+	}
 }
 
 // startServe runs `cdpvault serve` on loopback ports and returns its API and

@@ -239,6 +239,9 @@ type Config struct {
 	Audit struct {
 		Retention string `yaml:"retention"`
 	} `yaml:"audit"`
+	Injection struct {
+		Taint string `yaml:"taint"`
+	} `yaml:"injection"`
 }
 
 func TestExampleConfig(t *testing.T) {
@@ -268,7 +271,7 @@ func TestExampleConfig(t *testing.T) {
 		"log.level", "log.format", "chrome.url", "chrome.path", "chrome.args", "geo.credentials_tenant",
 		"geo.pools.*.timezone", "geo.pools.*.locale", "geo.pools.*.upstreams[].url",
 		"geo.pools.*.upstreams[].username", "geo.pools.*.upstreams[].password_secret",
-		"sessions.default_ttl", "sessions.max_ttl", "sessions.max", "metrics.secret_name_labels", "audit.retention"} {
+		"sessions.default_ttl", "sessions.max_ttl", "sessions.max", "metrics.secret_name_labels", "audit.retention", "injection.taint"} {
 		if !seen[k] {
 			t.Errorf("cdpvault.yaml lacks key %s", k)
 		}

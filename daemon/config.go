@@ -22,18 +22,34 @@ import (
 // Config is the daemon's configuration: the YAML file of INTERFACE.md,
 // overridden by environment variables, overridden by flags.
 type Config struct {
-	Listen        string         `yaml:"listen"`
-	MetricsListen string         `yaml:"metrics_listen"`
-	AllowOrigins  []string       `yaml:"allow_origins"`
-	DataDir       string         `yaml:"data_dir"`
-	MasterKeyFile string         `yaml:"master_key_file"`
-	Log           LogConfig      `yaml:"log"`
-	Chrome        ChromeConfig   `yaml:"chrome"`
-	Geo           GeoConfig      `yaml:"geo"`
-	Sessions      SessionsConfig `yaml:"sessions"`
-	Metrics       MetricsConfig  `yaml:"metrics"`
-	Audit         AuditConfig    `yaml:"audit"`
+	Listen        string          `yaml:"listen"`
+	MetricsListen string          `yaml:"metrics_listen"`
+	AllowOrigins  []string        `yaml:"allow_origins"`
+	DataDir       string          `yaml:"data_dir"`
+	MasterKeyFile string          `yaml:"master_key_file"`
+	Log           LogConfig       `yaml:"log"`
+	Chrome        ChromeConfig    `yaml:"chrome"`
+	Geo           GeoConfig       `yaml:"geo"`
+	Sessions      SessionsConfig  `yaml:"sessions"`
+	Metrics       MetricsConfig   `yaml:"metrics"`
+	Audit         AuditConfig     `yaml:"audit"`
+	Injection     InjectionConfig `yaml:"injection"`
 }
+
+// InjectionConfig tunes secret injection (an addition to INTERFACE.md).
+type InjectionConfig struct {
+	// Taint is "document" (default): once a value is typed into a page,
+	// the session's clients may not run script or change the DOM until
+	// that document navigates or closes. "off" lets script run next to a
+	// typed value, which a prompt-injected agent can use to read it back.
+	Taint string `yaml:"taint"`
+}
+
+// Taint modes of injection.taint.
+const (
+	TaintDocument = "document"
+	TaintOff      = "off"
+)
 
 // AuditConfig bounds the injection audit log (an addition to INTERFACE.md).
 type AuditConfig struct {
@@ -261,6 +277,11 @@ func (c *Config) Validate() []error {
 	}
 	if c.Audit.Retention < 0 {
 		add("audit.retention: must not be negative")
+	}
+	switch c.Injection.Taint {
+	case "", TaintDocument, TaintOff:
+	default:
+		add("injection.taint: %q is not one of %q, %q", c.Injection.Taint, TaintDocument, TaintOff)
 	}
 	if c.Sessions.MaxTTL > 0 && c.Sessions.DefaultTTL > c.Sessions.MaxTTL {
 		add("sessions: default_ttl %s exceeds max_ttl %s", c.Sessions.DefaultTTL, c.Sessions.MaxTTL)

@@ -192,6 +192,10 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 	attach := d.cfg.Chrome.URL != ""
 	geoLaunch := !attach && s.fwd != nil
 	guard := s.guard
+	var taints *inject.Taints // shared by the session's connections
+	if d.cfg.Injection.Taint != TaintOff {
+		taints = inject.NewTaints()
+	}
 	s.ps = &cdpproxy.Session{
 		ID:       s.id,
 		Token:    s.token,
@@ -208,7 +212,7 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 				chain = append(chain, ctxguard.NewLaunchGeo(ctxguard.Options{Logger: d.logger}))
 			}
 			return append(chain,
-				inject.New(inject.Options{Vault: vault, Granted: granted, Audit: audit, Logger: d.logger, Metrics: d.injectM}),
+				inject.New(inject.Options{Vault: vault, Granted: granted, Audit: audit, Logger: d.logger, Metrics: d.injectM, Taints: taints}),
 				guarded{inner: scrub.New(ix, scrub.Options{Logger: d.logger, Metrics: d.scrubM}), ix: ix},
 			)
 		},

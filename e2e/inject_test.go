@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/remote"
 )
@@ -48,6 +49,12 @@ func TestInjectLogin(t *testing.T) {
 			before := len(f.Site.Requests())
 			out := c.run(t, s)
 			checkLogin(t, c.name, f.Site.Requests()[before:], "acme.test", trickyValue)
+			// The client's script on the page holding the value was refused.
+			var res struct{ Status, Result, Refused string }
+			if err := json.Unmarshal(out, &res); err != nil || !strings.Contains(res.Refused, "cdpvault: Runtime.") ||
+				!strings.Contains(res.Refused, "refused: secret "+acmePassword+" was typed into a page of http://acme.test") || res.Status != "sent 200" {
+				t.Errorf("%s: output %s: want the fetch sent and script refused after typing", c.name, out)
+			}
 			for name, v := range allValues {
 				if hits := valueHits(out, v); len(hits) > 0 {
 					t.Errorf("%s saw the value of %s: %v", c.name, name, hits)
@@ -100,19 +107,55 @@ func chromedpLogin(t *testing.T, wsURL, loginURL, text string) []byte {
 	defer acancel()
 	cctx, ccancel := chromedp.NewContext(actx)
 	defer ccancel()
+	// Once the secret is typed the page refuses the client's script until it
+	// navigates: the buttons are located first and pressed with the mouse,
+	// and the fetch login is seen in network events.
+	fetched := make(chan int64, 1)
+	if err := chromedp.Listen(cctx, func(ev any) {
+		if r, ok := ev.(*network.EventResponseReceived); ok && strings.HasSuffix(r.Response.URL, "/api/login") {
+			select {
+			case fetched <- r.Response.Status:
+			default:
+			}
+		}
+	}); err != nil {
+		t.Fatalf("chromedp listen: %v", err)
+	}
+	center := func(id string) chromedp.Action[[]float64] {
+		return chromedp.Evaluate[[]float64](`(() => { const r = document.getElementById('` + id + `').getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()`)
+	}
 	if err := chromedp.Do(cctx,
 		chromedp.Navigate(loginURL),
 		chromedp.SendKeys(chromedp.ID("username"), "alice"),
-		chromedp.SendKeys(chromedp.ID("password"), text),
-		chromedp.Click(chromedp.ID("fetch-submit")),
 	); err != nil {
 		t.Fatalf("chromedp login: %v", err)
 	}
-	status, err := chromedp.Run(cctx, chromedp.Poll[string](`(() => { const s = document.getElementById('status').textContent; return s.startsWith('sent') ? s : null })()`))
+	fetchBtn, err := chromedp.Run(cctx, center("fetch-submit"))
 	if err != nil {
-		t.Fatalf("chromedp wait for the fetch login: %v", err)
+		t.Fatalf("chromedp locate: %v", err)
 	}
-	if err := chromedp.Do(cctx, chromedp.Click(chromedp.ID("submit")), chromedp.WaitVisible(chromedp.ID("result"))); err != nil {
+	submitBtn, err := chromedp.Run(cctx, center("submit"))
+	if err != nil || len(fetchBtn) != 2 || len(submitBtn) != 2 {
+		t.Fatalf("chromedp locate: %v %v %v", err, fetchBtn, submitBtn)
+	}
+	if err := chromedp.Do(cctx, chromedp.SendKeys(chromedp.ID("password"), text)); err != nil {
+		t.Fatalf("chromedp typing: %v", err)
+	}
+	refused := "not refused"
+	if _, err := chromedp.Run(cctx, chromedp.Evaluate[string](`document.title`)); err != nil {
+		refused = err.Error()
+	}
+	if err := chromedp.Do(cctx, chromedp.MouseClickXY(fetchBtn[0], fetchBtn[1])); err != nil {
+		t.Fatalf("chromedp fetch login: %v", err)
+	}
+	var status string
+	select {
+	case code := <-fetched:
+		status = fmt.Sprintf("sent %d", code)
+	case <-cctx.Done():
+		t.Fatal("chromedp: no response to the fetch login")
+	}
+	if err := chromedp.Do(cctx, chromedp.MouseClickXY(submitBtn[0], submitBtn[1]), chromedp.WaitVisible(chromedp.ID("result"))); err != nil {
 		t.Fatalf("chromedp form login: %v", err)
 	}
 	result, err := chromedp.Run(cctx, chromedp.Text(chromedp.ID("result")))
@@ -120,7 +163,7 @@ func chromedpLogin(t *testing.T, wsURL, loginURL, text string) []byte {
 		t.Fatalf("chromedp result: %v", err)
 	}
 	chromedp.Cancel(cctx)
-	b, _ := json.Marshal(map[string]string{"status": status, "result": result})
+	b, _ := json.Marshal(map[string]string{"status": status, "result": result, "refused": refused})
 	return b
 }
 

@@ -21,7 +21,10 @@ try {
   await page.goto(SITE_URL);
   await page.fill('#username', process.env.USERNAME || 'demo');
   await page.fill('#password', '<<secret:demo_password>>');
-  await Promise.all([page.waitForSelector('#result'), page.click('#submit')]);
+  // Submit with the Enter key: once cdpvault has typed a secret into the page,
+  // it refuses the client's own script there (page.click() runs some) until
+  // the page navigates. Keys and page.mouse clicks still work.
+  await Promise.all([page.waitForURL('**/login'), page.keyboard.press('Enter')]);
   const outcome = (await page.textContent('#result')).trim();
   console.log(outcome);
   process.exitCode = outcome === 'login ok' ? 0 : 1;

@@ -510,6 +510,18 @@ type browserEnv struct {
 	vault *fakeVault
 	audit *memAudit
 	ev    chan event
+
+	wsURL   string
+	taints  *Taints
+	granted []string
+	m       *Metrics
+}
+
+func (e *browserEnv) metrics() *Metrics {
+	if e.m == nil {
+		e.m = NewMetrics(nil)
+	}
+	return e.m
 }
 
 // newBrowserEnv launches Chromium, opens a page with auto-attach to its
@@ -519,15 +531,16 @@ func newBrowserEnv(t testing.TB, secrets map[string]fakeSecret, granted []string
 }
 
 func newBrowserEnvOpts(t testing.TB, secrets map[string]fakeSecret, granted []string, autoAttach bool) *browserEnv {
+	return newBrowserEnvTaints(t, secrets, granted, autoAttach, nil)
+}
+
+// newBrowserEnvTaints is newBrowserEnvOpts with the session's taint set
+// (nil: taint off).
+func newBrowserEnvTaints(t testing.TB, secrets map[string]fakeSecret, granted []string, autoAttach bool, taints *Taints) *browserEnv {
 	s := newSite(t)
-	e := &browserEnv{t: t, site: s, vault: &fakeVault{secrets: secrets}, audit: &memAudit{}}
-	logger := newTestLogger(testWriter{t})
-	if _, bench := t.(*testing.B); bench {
-		logger = newTestLogger(io.Discard)
-	}
-	in := New(Options{Vault: e.vault, Granted: granted, Audit: e.audit, Metrics: NewMetrics(nil), IdleFlush: 5 * time.Second,
-		Logger: logger})
-	e.conn = dialCDP(t, launchChromium(t), in)
+	e := &browserEnv{t: t, site: s, vault: &fakeVault{secrets: secrets}, audit: &memAudit{}, taints: taints, granted: granted}
+	e.wsURL = launchChromium(t)
+	e.conn = dialCDP(t, e.wsURL, e.interceptor())
 	e.ev = e.conn.subscribe()
 	e.cl = &cdpClient{c: e.conn}
 	var ct struct{ TargetID string }
@@ -541,6 +554,17 @@ func newBrowserEnvOpts(t testing.TB, secrets map[string]fakeSecret, granted []st
 		e.cl.must(e.sid, "Target.setAutoAttach", map[string]any{"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true})
 	}
 	return e
+}
+
+// interceptor returns a new injection interceptor on the env's vault,
+// audit and taints, as the daemon makes one per client connection.
+func (e *browserEnv) interceptor() cdpproxy.Interceptor {
+	logger := newTestLogger(testWriter{e.t})
+	if _, bench := e.t.(*testing.B); bench {
+		logger = newTestLogger(io.Discard)
+	}
+	return New(Options{Vault: e.vault, Granted: e.granted, Audit: e.audit, Metrics: e.metrics(), IdleFlush: 5 * time.Second,
+		Logger: logger, Taints: e.taints})
 }
 
 type testWriter struct{ t testing.TB }

@@ -78,6 +78,11 @@ type Options struct {
 	// IdleFlush is how long held keystrokes wait for the rest of a
 	// placeholder before they are sent on as typed; default 2s.
 	IdleFlush time.Duration
+	// Taints, shared by every connection of the daemon session, records
+	// the documents a value was typed into and refuses the client's
+	// script and DOM changes while one lives (see Taints). nil turns the
+	// taint off: a client can then read a typed value back through script.
+	Taints *Taints
 }
 
 const (
@@ -203,6 +208,9 @@ func reply(data []byte) cdpproxy.Verdict {
 
 // Command implements cdpproxy.Interceptor.
 func (in *interceptor) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	if v := in.gateTainted(ctx, c, m); v != nil {
+		return *v, nil
+	}
 	if m.Nested {
 		// Legacy Target.sendMessageToTarget: never a sink, never a way round.
 		if name, ok := findEscaped(m.Raw); ok {

@@ -22,6 +22,7 @@ var allResults = []string{ResultInjected, ResultRefusedOrigin, ResultRefusedUnli
 // interceptor of a daemon; a nil *Metrics counts nothing.
 type Metrics struct {
 	injections *prometheus.CounterVec
+	tainted    prometheus.Counter
 }
 
 // NewMetrics creates cdpvault_secret_injections_total{result} and registers
@@ -31,12 +32,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{injections: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cdpvault_secret_injections_total",
 		Help: "Secret placeholder injection attempts by result (injected, refused_origin, refused_unlisted, refused_unknown, refused_sink, error).",
-	}, []string{"result"})}
+	}, []string{"result"}),
+		tainted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdpvault_tainted_refusals_total",
+			Help: "Client commands (script, DOM or style changes) refused because a document of the session holds a secret cdpvault typed.",
+		}),
+	}
 	for _, r := range allResults {
 		m.injections.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.injections)
+		reg.MustRegister(m.injections, m.tainted)
 	}
 	return m
 }
@@ -46,4 +52,11 @@ func (m *Metrics) inc(result string) {
 		return
 	}
 	m.injections.WithLabelValues(result).Inc()
+}
+
+func (m *Metrics) incTainted() {
+	if m == nil {
+		return
+	}
+	m.tainted.Inc()
 }

@@ -22,6 +22,7 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 	if refusal != "" {
 		return reply(cdpproxy.ErrorReply(m, refusal))
 	}
+	defer in.taintAfterWrite(ctx, c, loc, origin, ms)
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	var err error
@@ -317,6 +318,7 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	if refusal != "" {
 		return reply(cdpproxy.ErrorReply(m, refusal))
 	}
+	defer in.taintAfterWrite(ctx, c, loc, origin, ms)
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	res, err := in.writeAt(cctx, c, loc, origin, u.text, ms, secrets)

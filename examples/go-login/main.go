@@ -89,9 +89,15 @@ func run(cdpURL, siteURL, user string) (string, error) {
 			return "", fmt.Errorf("type into %s: %w", step.field, err)
 		}
 	}
+	// Submit with the Enter key. Once cdpvault has typed a secret into the
+	// page it refuses the client's own script there (requestSubmit() would
+	// be refused) until the page navigates; keys and clicks still work.
 	if err := navigate(ctx, c, func() error {
-		_, err := eval(ctx, c, "document.getElementById('login-form').requestSubmit()")
-		return err
+		down := input.NewDispatchKeyEventArgs("keyDown").SetKey("Enter").SetCode("Enter").SetWindowsVirtualKeyCode(13).SetText("\r")
+		if err := c.Input.DispatchKeyEvent(ctx, down); err != nil {
+			return err
+		}
+		return c.Input.DispatchKeyEvent(ctx, input.NewDispatchKeyEventArgs("keyUp").SetKey("Enter").SetCode("Enter").SetWindowsVirtualKeyCode(13))
 	}); err != nil {
 		return "", fmt.Errorf("submit: %w", err)
 	}

@@ -1,0 +1,347 @@
+package inject
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/cdpvault/cdpvault/cdpproxy"
+)
+
+// Taints is the set of documents of one daemon session that hold a value
+// cdpvault typed into them. While any of them lives, the session's clients
+// may not run their own script in the browser or change the DOM (see
+// Gated): a prompt-injected agent that could still run script next to the
+// value would read it back transformed past every encoding the scrubber
+// knows (reversed, one character at a time) or fetch() it to another
+// origin. The page's own script keeps running, and input (keyboard, mouse,
+// touch) keeps working, so a client submits a login form with a key press
+// or a click at coordinates.
+//
+// A document stays tainted until its frame commits another document (a new
+// loader), the frame or its target goes away, or the session ends. The
+// check is made live, when a gated command arrives: the frame tree of the
+// tainted target is asked through the connection that typed the value. When
+// that is impossible (the connection is gone), the taint lasts while the
+// target exists. Any doubt keeps the taint.
+//
+// One Taints is shared by every connection of a daemon session (a second
+// WebSocket must not be a way round it); it is safe for concurrent use.
+type Taints struct {
+	mu   sync.Mutex
+	recs []*taint
+}
+
+// NewTaints returns an empty set.
+func NewTaints() *Taints { return &Taints{} }
+
+type taint struct {
+	conn     cdpproxy.Conn // the connection that typed the value
+	sid      string        // CDP session of the frame's target on conn
+	targetID string
+	frameID  string
+	loaderID string // "" when it could not be read: lasts while the target does
+	origin   string
+	secret   string
+}
+
+// Len reports how many documents are tainted (as last checked).
+func (t *Taints) Len() int {
+	if t == nil {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.recs)
+}
+
+func (t *Taints) add(r *taint) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, have := range t.recs {
+		if have.targetID == r.targetID && have.frameID == r.frameID && have.loaderID == r.loaderID && have.loaderID != "" {
+			return
+		}
+	}
+	t.recs = append(t.recs, r)
+}
+
+func (t *Taints) drop(r *taint) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, have := range t.recs {
+		if have == r {
+			t.recs = append(t.recs[:i], t.recs[i+1:]...)
+			return
+		}
+	}
+}
+
+// live returns a taint that still holds, checking each against the
+// browser and forgetting those whose document is gone. c is the connection
+// of the command being gated (used when a taint's own connection is gone).
+func (t *Taints) live(ctx context.Context, c cdpproxy.Conn) *taint {
+	t.mu.Lock()
+	recs := append([]*taint(nil), t.recs...)
+	t.mu.Unlock()
+	for _, r := range recs {
+		if r.holds(ctx, c) {
+			return r
+		}
+		t.drop(r)
+	}
+	return nil
+}
+
+// holds reports whether r's document may still be in its frame.
+func (r *taint) holds(ctx context.Context, c cdpproxy.Conn) bool {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if r.loaderID != "" {
+		raw, err := r.conn.Call(cctx, r.sid, "Page.getFrameTree", struct{}{})
+		if err == nil {
+			loader, found := frameLoader(raw, r.frameID)
+			return found && loader == r.loaderID
+		}
+	}
+	// The typing connection is gone (or never read the loader): the taint
+	// lasts while the target exists, asked on the command's connection.
+	raw, err := c.Call(cctx, "", "Target.getTargets", struct{}{})
+	if err != nil {
+		return true
+	}
+	var out struct {
+		TargetInfos []struct {
+			TargetID string `json:"targetId"`
+		} `json:"targetInfos"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return true
+	}
+	for _, ti := range out.TargetInfos {
+		if ti.TargetID == r.targetID {
+			return true
+		}
+	}
+	return r.targetID == "" // unknown target: keep
+}
+
+type frameTreeNode struct {
+	Frame struct {
+		ID       string `json:"id"`
+		LoaderID string `json:"loaderId"`
+	} `json:"frame"`
+	ChildFrames []frameTreeNode `json:"childFrames"`
+}
+
+// frameLoader finds frame id (the root when id is "") in a
+// Page.getFrameTree result and returns its loader.
+func frameLoader(raw []byte, id string) (string, bool) {
+	var out struct {
+		FrameTree frameTreeNode `json:"frameTree"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return "", false
+	}
+	if id == "" {
+		return out.FrameTree.Frame.LoaderID, out.FrameTree.Frame.ID != ""
+	}
+	var find func(n *frameTreeNode) (string, bool)
+	find = func(n *frameTreeNode) (string, bool) {
+		if n.Frame.ID == id {
+			return n.Frame.LoaderID, true
+		}
+		for i := range n.ChildFrames {
+			if l, ok := find(&n.ChildFrames[i]); ok {
+				return l, true
+			}
+		}
+		return "", false
+	}
+	return find(&out.FrameTree)
+}
+
+// taintAfterWrite records that the document of the frame at loc may now
+// hold the values named in ms. Called after every write attempt that
+// passed authorisation, whatever its result: a failed write may have typed
+// part of the value. Called with in.mu held, from Command.
+func (in *interceptor) taintAfterWrite(ctx context.Context, c cdpproxy.Conn, loc focusLoc, origin string, ms []match) {
+	t := in.o.Taints
+	if t == nil || len(ms) == 0 {
+		return
+	}
+	r := &taint{conn: c, sid: loc.sid, frameID: loc.frameID, origin: origin, secret: ms[0].name}
+	if ti, ok := c.Target(loc.sid); ok {
+		r.targetID = ti.TargetID
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if raw, err := c.Call(cctx, loc.sid, "Page.getFrameTree", struct{}{}); err == nil {
+		if loader, ok := frameLoader(raw, loc.frameID); ok && loader != "" {
+			r.loaderID = loader
+		}
+	}
+	if r.targetID == "" {
+		if raw, err := c.Call(cctx, loc.sid, "Target.getTargetInfo", struct{}{}); err == nil {
+			var out struct {
+				TargetInfo struct {
+					TargetID string `json:"targetId"`
+				} `json:"targetInfo"`
+			}
+			if json.Unmarshal(raw, &out) == nil {
+				r.targetID = out.TargetInfo.TargetID
+			}
+		}
+	}
+	t.add(r)
+}
+
+// gateTainted refuses a command that would run the client's script or
+// change the DOM while a document of the session holds a typed value. It
+// returns nil when the command may go on.
+func (in *interceptor) gateTainted(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) *cdpproxy.Verdict {
+	t := in.o.Taints
+	if t == nil || t.Len() == 0 || !Gated(m.Method, m.Raw) {
+		return nil
+	}
+	r := t.live(ctx, c)
+	if r == nil {
+		return nil
+	}
+	in.o.Metrics.incTainted()
+	in.o.Logger.Info("command refused on a tainted page", slog.String("method", m.Method), slog.String("secret", r.secret), slog.String("origin", r.origin))
+	msg := "cdpvault: " + m.Method + " refused: secret " + r.secret + " was typed into a page of " + r.origin +
+		"; script and DOM changes are refused until that document navigates or closes (submit with a key press or a mouse click)"
+	var v cdpproxy.Verdict
+	switch m.Method {
+	case "Runtime.evaluate", "Runtime.callFunctionOn", "Runtime.runScript", "Runtime.awaitPromise":
+		// Playwright turns every protocol error of these into "Execution
+		// context was destroyed" (and may retry); an exception reaches the
+		// agent with the reason, in every client. Nothing ran.
+		v = reply(exceptionReply(m, msg))
+	default:
+		v = reply(cdpproxy.ErrorReply(m, msg))
+	}
+	return &v
+}
+
+// exceptionReply answers a script command with a result that reports an
+// exception with message msg, as Chrome does when the script throws.
+func exceptionReply(m *cdpproxy.Message, msg string) []byte {
+	type remoteObject struct {
+		Type        string `json:"type"`
+		Subtype     string `json:"subtype"`
+		ClassName   string `json:"className"`
+		Description string `json:"description"`
+	}
+	type details struct {
+		ExceptionID  int          `json:"exceptionId"`
+		Text         string       `json:"text"`
+		LineNumber   int          `json:"lineNumber"`
+		ColumnNumber int          `json:"columnNumber"`
+		Exception    remoteObject `json:"exception"`
+	}
+	type result struct {
+		Result           remoteObject `json:"result"`
+		ExceptionDetails details      `json:"exceptionDetails"`
+	}
+	type response struct {
+		ID        int64  `json:"id"`
+		Result    result `json:"result"`
+		SessionID string `json:"sessionId,omitempty"`
+	}
+	obj := remoteObject{Type: "object", Subtype: "error", ClassName: "Error", Description: "Error: " + msg}
+	b, err := json.Marshal(response{ID: m.ID, SessionID: m.SessionID, Result: result{Result: obj,
+		ExceptionDetails: details{ExceptionID: 1, Text: "Uncaught", Exception: obj}}})
+	if err != nil {
+		return cdpproxy.ErrorReply(m, msg)
+	}
+	return b
+}
+
+// gatedMethods run the client's script in a page, read objects script
+// made, or change the document: refused while a document holds a typed
+// value.
+var gatedMethods = map[string]bool{
+	"Runtime.evaluate":                     true,
+	"Runtime.callFunctionOn":               true,
+	"Runtime.compileScript":                true,
+	"Runtime.runScript":                    true,
+	"Runtime.awaitPromise":                 true,
+	"Runtime.getProperties":                true,
+	"Runtime.queryObjects":                 true,
+	"Runtime.globalLexicalScopeNames":      true,
+	"Runtime.getExceptionDetails":          true,
+	"Debugger.evaluateOnCallFrame":         true,
+	"Debugger.setScriptSource":             true,
+	"Debugger.setBreakpoint":               true,
+	"Debugger.setBreakpointByUrl":          true,
+	"Debugger.setBreakpointOnFunctionCall": true,
+	"Debugger.setReturnValue":              true,
+	"Debugger.setVariableValue":            true,
+	"Debugger.restartFrame":                true,
+	"DOM.setAttributeValue":                true,
+	"DOM.setAttributesAsText":              true,
+	"DOM.removeAttribute":                  true,
+	"DOM.setOuterHTML":                     true,
+	"DOM.setNodeValue":                     true,
+	"DOM.setNodeName":                      true,
+	"DOM.removeNode":                       true,
+	"DOM.moveTo":                           true,
+	"DOM.copyTo":                           true,
+	"DOM.undo":                             true,
+	"DOM.redo":                             true,
+	"CSS.addRule":                          true,
+	"CSS.createStyleSheet":                 true,
+	"CSS.setStyleSheetText":                true,
+	"CSS.setRuleSelector":                  true,
+	"CSS.setKeyframeKey":                   true,
+	"CSS.setStyleTexts":                    true,
+	"CSS.setMediaText":                     true,
+	"CSS.setContainerQueryText":            true,
+	"CSS.setSupportsText":                  true,
+	"CSS.setScopeText":                     true,
+	"CSS.setPropertyRulePropertyName":      true,
+	"CSS.setEffectivePropertyValueForNode": true,
+	"Page.setDocumentContent":              true,
+	"Fetch.fulfillRequest":                 true,
+	"Network.continueInterceptedRequest":   true,
+}
+
+// Gated reports whether the command method (with its raw message) is
+// refused while a document holds a typed value: it runs script in a page,
+// reads objects script made, changes the document or its style, or hands
+// the page content of the client's making (a javascript: navigation, a
+// script run at once in existing documents, a fulfilled or redirected
+// request).
+func Gated(method string, raw []byte) bool {
+	if gatedMethods[method] {
+		return true
+	}
+	switch method {
+	case "Page.navigate", "Page.addScriptToEvaluateOnNewDocument", "Fetch.continueRequest":
+	default:
+		return false
+	}
+	var p struct {
+		Params struct {
+			URL            string `json:"url"`
+			RunImmediately bool   `json:"runImmediately"`
+		} `json:"params"`
+	}
+	if json.Unmarshal(raw, &p) != nil {
+		return true
+	}
+	switch method {
+	case "Page.navigate":
+		u := strings.ToLower(strings.TrimLeft(p.Params.URL, " \t\r\n\f\v\x00"))
+		u = strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(u)
+		return strings.HasPrefix(u, "javascript:")
+	case "Page.addScriptToEvaluateOnNewDocument":
+		return p.Params.RunImmediately
+	default: // Fetch.continueRequest: a changed URL can hand the page another script
+		return p.Params.URL != ""
+	}
+}

