@@ -464,3 +464,83 @@ func chromedpTyping(t *testing.T, wsURL, loginURL string, texts []string) []stru
 	chromedp.Cancel(cctx)
 	return out
 }
+
+// TestInjectTaint: once cdpvault has typed a secret into a page, a
+// Playwright agent cannot run script there to read the value back
+// transformed (reversed, upper-cased, as shifted character codes: forms no
+// scrubber can know) or to send it to another origin: not through
+// page.evaluate, locators, a raw CDP session, a javascript: URL or a second
+// connection. Typing and submitting with the Enter key still log in, and
+// script runs again on the next page.
+func TestInjectTaint(t *testing.T) {
+	t.Parallel()
+	f := NewFixture(t, "debug")
+	s := f.D.NewSession(t, f.Token, SessionOpts{Secrets: []string{acmePlain}})
+	before := len(f.Site.Requests())
+	out := runNode(t, "pw-taint.mjs", map[string]string{"CDP_URL": s.CDPURL, "ACME": f.Site.Origin("acme"),
+		"EVIL": f.Site.Origin("evil"), "PH": placeholder(acmePlain)})
+	var res struct {
+		Results []struct {
+			Name  string          `json:"name"`
+			OK    bool            `json:"ok"`
+			Value json.RawMessage `json:"value"`
+			Error string          `json:"error"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("pw-taint.mjs output %s: %v", out, err)
+	}
+	if len(res.Results) != 11 {
+		t.Errorf("pw-taint.mjs ran %d attempts, want 11: %s", len(res.Results), out)
+	}
+	for _, r := range res.Results {
+		switch r.Name {
+		case "submit-with-enter":
+			if !r.OK {
+				t.Errorf("submitting with Enter failed: %s", r.Error)
+			}
+		case "after-navigation":
+			if !r.OK || !strings.Contains(string(r.Value), "form received by acme.test") {
+				t.Errorf("script on the next page: ok=%v value=%s error=%q", r.OK, r.Value, r.Error)
+			}
+		default:
+			if r.OK || !strings.Contains(r.Error, "cdpvault: ") || !strings.Contains(r.Error, "refused") {
+				t.Errorf("%s: ok=%v value=%s error=%q, want refused by cdpvault", r.Name, r.OK, r.Value, r.Error)
+			}
+		}
+	}
+	// No transformed form reached the agent, and nothing reached evil.test.
+	v := string(plainValue)
+	rev := []rune(v)
+	for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
+		rev[i], rev[j] = rev[j], rev[i]
+	}
+	for _, form := range []string{v, string(rev), strings.ToUpper(v)} {
+		if strings.Contains(string(out), form) {
+			t.Errorf("the agent's output holds the value or a transform of it (%d bytes)", len(form))
+		}
+	}
+	for _, r := range f.Site.Requests()[before:] {
+		if r.Host == "evil.test" {
+			t.Errorf("evil.test received %s %s", r.Method, r.Path)
+		}
+	}
+	forms := 0
+	for _, r := range f.Site.Received("acme.test", "/login") {
+		if r.Method == "POST" {
+			q, _ := url.ParseQuery(string(r.Body))
+			if q.Get("password") == v {
+				forms++
+			}
+		}
+	}
+	if forms != 1 {
+		t.Errorf("acme.test received %d form logins with the value, want 1", forms)
+	}
+	// Playwright keeps the refusal of its main-world helper for the rest of
+	// the document: three of the page.evaluate attempts share one refusal.
+	if m := metricValue(f.D.Metrics(), "cdpvault_tainted_refusals_total"); m < 7 {
+		t.Errorf("cdpvault_tainted_refusals_total = %v, want at least 7", m)
+	}
+	f.AssertDaemonOutputClean(t)
+}
