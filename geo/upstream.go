@@ -18,7 +18,6 @@ import (
 
 	"github.com/awnumar/memguard"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/proxy"
 )
 
 // failKind classifies why an attempt through an upstream failed.
@@ -322,66 +321,6 @@ type bufferedConn struct {
 }
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
-
-// trackDialer is the SOCKS5 dialer's way to the SOCKS server; it remembers
-// whether that connection came up, to tell upstream from target failures.
-type trackDialer struct {
-	d         net.Dialer
-	addr      string
-	connected atomic.Bool
-}
-
-func (t *trackDialer) Dial(network, addr string) (net.Conn, error) {
-	return t.DialContext(context.Background(), network, addr)
-}
-
-func (t *trackDialer) DialContext(ctx context.Context, network, _ string) (net.Conn, error) {
-	c, err := t.d.DialContext(ctx, network, t.addr) // always the SOCKS server, never the target
-	if err == nil {
-		t.connected.Store(true)
-	}
-	return c, err
-}
-
-func (u *upstream) dialSOCKS(ctx context.Context, target string) (net.Conn, error) {
-	var auth *proxy.Auth
-	if err := u.withCred(ctx, func(pw []byte) {
-		if pw != nil {
-			// x/net/proxy wants a string; it lives only for this handshake.
-			auth = &proxy.Auth{User: u.cfg.Username, Password: string(pw)}
-		}
-	}); err != nil {
-		return nil, err
-	}
-	fwd := &trackDialer{d: net.Dialer{Timeout: u.r.opts.DialTimeout, KeepAlive: 30 * time.Second}, addr: u.p.addr}
-	d, err := proxy.SOCKS5("tcp", u.p.addr, auth, fwd)
-	auth = nil
-	if err != nil {
-		return nil, u.fail(failUpstream, "socks5 dialer", err)
-	}
-	cd, ok := d.(proxy.ContextDialer)
-	if !ok {
-		return nil, u.fail(failUpstream, "socks5 dialer has no context", nil)
-	}
-	hctx, cancel := context.WithTimeout(ctx, u.r.opts.DialTimeout+u.r.opts.HandshakeTimeout)
-	defer cancel()
-	c, err := cd.DialContext(hctx, "tcp", target)
-	if err != nil {
-		msg := err.Error()
-		switch {
-		case !fwd.connected.Load():
-			return nil, u.fail(failUpstream, "dial", err)
-		case strings.Contains(msg, "username/password") || strings.Contains(msg, "authentication"):
-			u.dropCred(false)
-			return nil, u.fail(failAuth, "socks5 authentication refused", nil)
-		case strings.Contains(msg, "unknown error "):
-			return nil, u.fail(failTarget, "socks5 connect refused", err)
-		default:
-			return nil, u.fail(failUpstream, "socks5 handshake", err)
-		}
-	}
-	return c, nil
-}
 
 // newTransport builds the transport carrying plain-HTTP requests through u.
 // It can only ever reach u: the proxy URL is u, and every dial function
