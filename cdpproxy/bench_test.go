@@ -1,17 +1,21 @@
 package cdpproxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -112,7 +116,8 @@ func median(d []time.Duration) time.Duration {
 }
 
 // chromeBench returns the shared Chromium and the base URL of a proxy
-// session in front of it (one pass-through interceptor installed). The proxy
+// session in front of it (one pass-through interceptor installed, metrics
+// on, as in the daemon). The proxy
 // runs in the benchmark's process; with CDPPROXY_BENCH_SEPARATE=1 it runs in
 // a child process of its own instead, as the daemon does.
 func chromeBench(b *testing.B) (*chromeProc, string) {
@@ -120,7 +125,7 @@ func chromeBench(b *testing.B) (*chromeProc, string) {
 	if os.Getenv("CDPPROXY_BENCH_SEPARATE") != "" {
 		return ch, startProxyChild(b, ch.base)
 	}
-	h := newHarness(b, ch.base, passThrough(), Options{})
+	h := newHarness(b, ch.base, passThrough(), Options{Metrics: NewMetrics(nil)})
 	return ch, h.base
 }
 
@@ -132,53 +137,162 @@ func versionWS(b *testing.B, base string) string {
 	return v.WS
 }
 
-// BenchmarkChromeSmallRoundTrip: Browser.getVersion round trips, direct and
-// through the proxy (one pass-through interceptor), interleaved.
+// startRelay starts a raw TCP relay in front of upstream (host:port) and
+// returns its address: bytes copied both ways with io.Copy (splice on
+// Linux), no WebSocket parsing, no interceptors. It is the floor any
+// user-space proxy pays on this machine (two more loopback hops per round
+// trip, two more wake-ups), measured in the same run as the proxy.
+func startRelay(tb testing.TB, upstream string) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	tb.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", upstream)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			open = append(open, c, u)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); io.Copy(u, c); u.Close() }()
+			go func() { defer wg.Done(); io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// benchLegs are the three ways the Chrome benchmarks reach the same
+// Chromium: directly, through the proxy, through the raw TCP relay.
+const (
+	legDirect = iota
+	legProxy
+	legRelay
+	nLegs
+)
+
+// chromeLegURLs returns the browser WebSocket URL of each leg.
+func chromeLegURLs(b *testing.B, ch *chromeProc, base string) [nLegs]string {
+	host := strings.TrimPrefix(ch.base, "http://")
+	return [nLegs]string{
+		legDirect: "ws://" + host + ch.wsPath,
+		legProxy:  versionWS(b, base),
+		legRelay:  "ws://" + startRelay(b, host) + ch.wsPath,
+	}
+}
+
+// BenchmarkChromeSmallRoundTrip: Browser.getVersion round trips, direct,
+// through the proxy (one pass-through interceptor) and through the raw TCP
+// relay, interleaved (the order rotates every iteration).
 func BenchmarkChromeSmallRoundTrip(b *testing.B) {
 	ch, base := chromeBench(b)
-	direct := dialBench(b, "ws://"+strings.TrimPrefix(ch.base, "http://")+ch.wsPath)
-	proxied := dialBench(b, versionWS(b, base))
-	for i := range 200 { // warm up
-		direct.roundTrip(b, int64(i+1), "Browser.getVersion", "", "")
-		proxied.roundTrip(b, int64(i+1), "Browser.getVersion", "", "")
+	us := chromeLegURLs(b, ch, base)
+	var cs [nLegs]*benchClient
+	for l := range cs {
+		cs[l] = dialBench(b, us[l])
 	}
-	dd := make([]time.Duration, 0, b.N)
-	pd := make([]time.Duration, 0, b.N)
+	for i := range 200 { // warm up
+		for _, c := range cs {
+			c.roundTrip(b, int64(i+1), "Browser.getVersion", "", "")
+		}
+	}
+	var ds [nLegs][]time.Duration
+	for l := range ds {
+		ds[l] = make([]time.Duration, 0, b.N)
+	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := int64(1000 + i)
-		if i%2 == 0 {
+		for k := range nLegs {
+			l := (i + k) % nLegs
 			t0 := time.Now()
-			direct.roundTrip(b, id, "Browser.getVersion", "", "")
-			t1 := time.Now()
-			proxied.roundTrip(b, id, "Browser.getVersion", "", "")
-			dd, pd = append(dd, t1.Sub(t0)), append(pd, time.Since(t1))
-		} else {
-			t0 := time.Now()
-			proxied.roundTrip(b, id, "Browser.getVersion", "", "")
-			t1 := time.Now()
-			direct.roundTrip(b, id, "Browser.getVersion", "", "")
-			pd, dd = append(pd, t1.Sub(t0)), append(dd, time.Since(t1))
+			cs[l].roundTrip(b, id, "Browser.getVersion", "", "")
+			ds[l] = append(ds[l], time.Since(t0))
 		}
 	}
 	b.StopTimer()
-	md, mp := median(dd), median(pd)
+	md, mp, mr := median(ds[legDirect]), median(ds[legProxy]), median(ds[legRelay])
 	b.ReportMetric(float64(md.Microseconds()), "direct-p50-us")
 	b.ReportMetric(float64(mp.Microseconds()), "proxy-p50-us")
+	b.ReportMetric(float64(mr.Microseconds()), "relay-p50-us")
 	b.ReportMetric(float64(mp)/float64(md), "p50-ratio")
+	b.ReportMetric(float64(mr)/float64(md), "relay-p50-ratio")
+}
+
+// processCPU returns the user+system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// groupCPU returns the user+system CPU time used by the live processes of
+// process group pgid (Chromium's), in clock ticks of 10ms; 0 when /proc
+// cannot be read.
+func groupCPU(pgid int) time.Duration {
+	ds, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var ticks int64
+	for _, d := range ds {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 > len(b) {
+			continue
+		}
+		f := strings.Fields(string(b[i+2:]))
+		if len(f) < 13 {
+			continue
+		}
+		if pg, _ := strconv.Atoi(f[2]); pg != pgid {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + s
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // BenchmarkChromeParallel8: 8 connections doing round trips concurrently;
-// rounds alternate between direct and proxied.
+// rounds rotate between direct, proxied and relayed. Besides throughput it
+// reports CPU per round trip: Chromium's, and (proxy in process) the
+// proxy's and the relay's own (this process's CPU in that leg minus in the
+// direct leg, which is the client's).
 func BenchmarkChromeParallel8(b *testing.B) {
 	ch, base := chromeBench(b)
 	const conns, per = 8, 50
-	du := "ws://" + strings.TrimPrefix(ch.base, "http://") + ch.wsPath
-	pu := versionWS(b, base)
-	var dcs, pcs []*benchClient
-	for range conns {
-		dcs = append(dcs, dialBench(b, du))
-		pcs = append(pcs, dialBench(b, pu))
+	us := chromeLegURLs(b, ch, base)
+	var cs [nLegs][]*benchClient
+	for l := range cs {
+		for range conns {
+			cs[l] = append(cs[l], dialBench(b, us[l]))
+		}
 	}
 	round := func(cs []*benchClient, base int64) time.Duration {
 		var wg sync.WaitGroup
@@ -195,26 +309,42 @@ func BenchmarkChromeParallel8(b *testing.B) {
 		wg.Wait()
 		return time.Since(t0)
 	}
-	round(dcs, 1)
-	round(pcs, 1)
-	var td, tp time.Duration
+	for l := range cs {
+		round(cs[l], 1)
+	}
+	pgid := ch.cmd.Process.Pid // chromium runs in its own process group
+	var el, self, chrome [nLegs]time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		base := int64(1000 + i*per)
-		if i%2 == 0 {
-			td += round(dcs, base)
-			tp += round(pcs, base)
-		} else {
-			tp += round(pcs, base)
-			td += round(dcs, base)
+		for k := range nLegs {
+			l := (i + k) % nLegs
+			c0 := groupCPU(pgid)
+			s0 := processCPU()
+			el[l] += round(cs[l], base)
+			self[l] += processCPU() - s0
+			chrome[l] += groupCPU(pgid) - c0
 		}
 	}
 	b.StopTimer()
 	msgs := float64(b.N * conns * per)
-	rd, rp := msgs/td.Seconds(), msgs/tp.Seconds()
-	b.ReportMetric(rd, "direct-rt/s")
-	b.ReportMetric(rp, "proxy-rt/s")
-	b.ReportMetric(rp/rd, "throughput-ratio")
+	var rate [nLegs]float64
+	for l := range rate {
+		rate[l] = msgs / el[l].Seconds()
+	}
+	b.ReportMetric(rate[legDirect], "direct-rt/s")
+	b.ReportMetric(rate[legProxy], "proxy-rt/s")
+	b.ReportMetric(rate[legRelay], "relay-rt/s")
+	b.ReportMetric(rate[legProxy]/rate[legDirect], "throughput-ratio")
+	b.ReportMetric(rate[legRelay]/rate[legDirect], "relay-throughput-ratio")
+	us1 := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / msgs }
+	b.ReportMetric(us1(chrome[legDirect]), "chrome-direct-cpu-us/rt")
+	b.ReportMetric(us1(chrome[legProxy]), "chrome-proxied-cpu-us/rt")
+	if os.Getenv("CDPPROXY_BENCH_SEPARATE") == "" {
+		b.ReportMetric(us1(self[legDirect]), "client-cpu-us/rt")
+		b.ReportMetric(us1(self[legProxy]-self[legDirect]), "proxy-cpu-us/rt")
+		b.ReportMetric(us1(self[legRelay]-self[legDirect]), "relay-cpu-us/rt")
+	}
 }
 
 // BenchmarkChromeLarge4MB: Runtime.evaluate returning a 4 MiB string, on the
@@ -340,7 +470,7 @@ func (fp *fastPeer) serve(conn net.Conn) {
 
 func fastHarness(b *testing.B) (*fastPeer, *harness, string, string) {
 	fp := newFastPeer(b)
-	h := newHarness(b, "http://"+fp.addr, passThrough(), Options{})
+	h := newHarness(b, "http://"+fp.addr, passThrough(), Options{Metrics: NewMetrics(nil)})
 	pu := "ws://" + strings.TrimPrefix(h.srv.URL, "http://") + "/session/" + h.sess.Token + "/devtools/browser/fast"
 	return fp, h, "ws://" + fp.addr + "/devtools/browser/fast", pu
 }
@@ -364,17 +494,24 @@ func BenchmarkFakeSmallMessages(b *testing.B) {
 	const n = 2000
 	streamRate(b, direct, n, 200, 1)
 	streamRate(b, proxied, n, 200, 1)
-	var td, tp time.Duration
+	var td, tp, cd, cp time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		c0 := processCPU()
 		d, _ := streamRate(b, direct, n, 200, int64(i+2))
+		c1 := processCPU()
 		p, _ := streamRate(b, proxied, n, 200, int64(i+2))
+		c2 := processCPU()
 		td, tp = td+d, tp+p
+		cd, cp = cd+c1-c0, cp+c2-c1
 	}
 	b.StopTimer()
 	msgs := float64(b.N * (n + 1))
 	b.ReportMetric(msgs/td.Seconds(), "direct-msg/s")
 	b.ReportMetric(msgs/tp.Seconds(), "proxy-msg/s")
+	// the proxy's own CPU per message: the proxied leg's CPU minus the
+	// direct leg's (client and fake browser)
+	b.ReportMetric(float64((cp-cd).Nanoseconds())/msgs, "proxy-cpu-ns/msg")
 }
 
 // BenchmarkFakeSmallRoundTrips: pipelined small commands (64 in flight),
@@ -383,12 +520,21 @@ func BenchmarkFakeSmallRoundTrips(b *testing.B) {
 	_, _, _, pu := fastHarness(b)
 	c := dialBench(b, pu)
 	const window = 64
+	slots := make(chan struct{}, window)
+	stop := make(chan struct{})
+	defer close(stop)
 	b.ResetTimer()
 	t0 := time.Now()
 	errc := make(chan error, 1)
 	go func() {
 		var buf []byte
 		for i := 0; i < b.N; i++ {
+			select {
+			case slots <- struct{}{}:
+			case <-stop:
+				errc <- nil
+				return
+			}
 			buf = append(buf[:0], `{"id":`...)
 			buf = strconv.AppendInt(buf, int64(i+1), 10)
 			buf = append(buf, `,"method":"Browser.getVersion","params":{}}`...)
@@ -399,7 +545,22 @@ func BenchmarkFakeSmallRoundTrips(b *testing.B) {
 		}
 		errc <- nil
 	}()
-	c.readN(b, b.N)
+	for i := 0; i < b.N; {
+		op, p, err := c.fr.next()
+		if err != nil {
+			b.Fatalf("read: %v", err)
+		}
+		if op != ws.OpText {
+			continue
+		}
+		h, err := scanHeader(p, false)
+		c.fr.release(p)
+		if err != nil || !h.hasID || h.errv != nil {
+			b.Fatal("not a success response")
+		}
+		<-slots
+		i++
+	}
 	el := time.Since(t0)
 	if err := <-errc; err != nil {
 		b.Fatal(err)
