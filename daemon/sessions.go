@@ -425,6 +425,18 @@ func browserID(ctx context.Context, upstream string) (string, error) {
 // tenantVault resolves secrets for injection within one tenant.
 type tenantVault struct{ t *secretstore.Tenant }
 
+// Origins implements inject.Lister: metadata only, nothing decrypted.
+func (v tenantVault) Origins(ctx context.Context, name string) ([]string, int, error) {
+	meta, err := v.t.Secret(ctx, name)
+	if err != nil {
+		if errors.Is(err, secretstore.ErrNotFound) {
+			return nil, 0, fmt.Errorf("secret %s: %w", name, inject.ErrUnknownSecret)
+		}
+		return nil, 0, fmt.Errorf("secret metadata: %w", err)
+	}
+	return meta.Origins, meta.Version, nil
+}
+
 func (v tenantVault) Resolve(ctx context.Context, name string) (inject.Secret, error) {
 	buf, meta, err := v.t.Reveal(ctx, name)
 	if err != nil {

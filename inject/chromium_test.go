@@ -512,6 +512,7 @@ type browserEnv struct {
 	ev    chan event
 
 	wsURL   string
+	listing bool // the vault also implements Lister
 	taints  *Taints
 	granted []string
 	m       *Metrics
@@ -531,14 +532,20 @@ func newBrowserEnv(t testing.TB, secrets map[string]fakeSecret, granted []string
 }
 
 func newBrowserEnvOpts(t testing.TB, secrets map[string]fakeSecret, granted []string, autoAttach bool) *browserEnv {
-	return newBrowserEnvTaints(t, secrets, granted, autoAttach, nil)
+	return newBrowserEnvWith(t, secrets, granted, envConfig{autoAttach: autoAttach})
 }
 
-// newBrowserEnvTaints is newBrowserEnvOpts with the session's taint set
-// (nil: taint off).
-func newBrowserEnvTaints(t testing.TB, secrets map[string]fakeSecret, granted []string, autoAttach bool, taints *Taints) *browserEnv {
+// envConfig selects how a browserEnv's interceptors are made.
+type envConfig struct {
+	autoAttach bool
+	taints     *Taints // the session's taint set; nil: taint off
+	listing    bool    // the vault also implements Lister
+}
+
+func newBrowserEnvWith(t testing.TB, secrets map[string]fakeSecret, granted []string, cfg envConfig) *browserEnv {
+	autoAttach := cfg.autoAttach
 	s := newSite(t)
-	e := &browserEnv{t: t, site: s, vault: &fakeVault{secrets: secrets}, audit: &memAudit{}, taints: taints, granted: granted}
+	e := &browserEnv{t: t, site: s, vault: &fakeVault{secrets: secrets}, audit: &memAudit{}, taints: cfg.taints, granted: granted, listing: cfg.listing}
 	e.wsURL = launchChromium(t)
 	e.conn = dialCDP(t, e.wsURL, e.interceptor())
 	e.ev = e.conn.subscribe()
@@ -563,7 +570,11 @@ func (e *browserEnv) interceptor() cdpproxy.Interceptor {
 	if _, bench := e.t.(*testing.B); bench {
 		logger = newTestLogger(io.Discard)
 	}
-	return New(Options{Vault: e.vault, Granted: e.granted, Audit: e.audit, Metrics: e.metrics(), IdleFlush: 5 * time.Second,
+	var v Vault = e.vault
+	if e.listing {
+		v = listingVault{e.vault}
+	}
+	return New(Options{Vault: v, Granted: e.granted, Audit: e.audit, Metrics: e.metrics(), IdleFlush: 5 * time.Second,
 		Logger: logger, Taints: e.taints})
 }
 

@@ -211,6 +211,19 @@ func (v *fakeVault) Resolve(ctx context.Context, name string) (Secret, error) {
 	return Secret{Value: memguard.NewBufferFromBytes([]byte(s.value)), Origins: s.origins, Version: 3}, nil
 }
 
+// listingVault is a fakeVault that also gives origins without a value.
+type listingVault struct{ *fakeVault }
+
+func (v listingVault) Origins(ctx context.Context, name string) ([]string, int, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s, ok := v.secrets[name]
+	if !ok {
+		return nil, 0, fmt.Errorf("origins %s: %w", name, ErrUnknownSecret)
+	}
+	return s.origins, 3, nil
+}
+
 type memAudit struct {
 	mu   sync.Mutex
 	recs []Record

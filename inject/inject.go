@@ -38,6 +38,15 @@ type Vault interface {
 	Resolve(ctx context.Context, name string) (Secret, error)
 }
 
+// Lister is what a Vault may also implement: a secret's origins and
+// version without decrypting it. When the Vault has it, a placeholder whose
+// origin check fails is refused before any value is decrypted; the origins
+// Resolve returns are checked again after decryption (a secret may change
+// in between).
+type Lister interface {
+	Origins(ctx context.Context, name string) (origins []string, version int, err error)
+}
+
 // Record is one audit record: one injection attempt. It never holds a value.
 type Record struct {
 	Time    time.Time

@@ -17,7 +17,7 @@ const taintRefusal = "refused: secret pw was typed into a page of "
 // into the password field the way Playwright's fill() does.
 func taintedEnv(t *testing.T) (e *browserEnv, bodyObject string) {
 	t.Helper()
-	e = newBrowserEnvTaints(t, map[string]fakeSecret{}, []string{"pw"}, true, NewTaints())
+	e = newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw"}, envConfig{autoAttach: true, taints: NewTaints()})
 	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
 	e.navigate(e.site.url("acme.test", "/login"))
 	var res struct {
@@ -172,7 +172,7 @@ func TestChromiumTaintOutlivesTypingConnection(t *testing.T) {
 
 func TestChromiumNoTaintWithoutInjection(t *testing.T) {
 	t.Parallel()
-	e := newBrowserEnvTaints(t, map[string]fakeSecret{}, []string{"pw"}, true, NewTaints())
+	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw"}, envConfig{autoAttach: true, taints: NewTaints()})
 	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
 	e.navigate(e.site.url("evil.test", "/login"))
 	e.cl.eval(e.sid, `document.getElementById('pass').focus()`)
@@ -218,3 +218,33 @@ func TestGated(t *testing.T) {
 }
 
 func testutilCounter(m *Metrics) float64 { return testutil.ToFloat64(m.tainted) }
+
+// TestChromiumRefusedOriginDecryptsNothing: with a vault that lists origins
+// without decrypting (the daemon's), a placeholder typed on a disallowed
+// origin is refused before any value is decrypted.
+func TestChromiumRefusedOriginDecryptsNothing(t *testing.T) {
+	t.Parallel()
+	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw"}, envConfig{autoAttach: true, listing: true})
+	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
+	for _, host := range []string{"evil.test", "acme.test"} {
+		e.navigate(e.site.url(host, "/login"))
+		e.cl.eval(e.sid, `document.getElementById('pass').focus()`)
+		err := e.typeText("fill", "<<secret:pw>>")
+		e.vault.mu.Lock()
+		n := e.vault.resolves
+		e.vault.mu.Unlock()
+		switch host {
+		case "evil.test":
+			if err == nil || n != 0 {
+				t.Errorf("evil.test: error %v, %d values decrypted; want refused with none", err, n)
+			}
+		default:
+			if err != nil || n != 1 {
+				t.Errorf("acme.test: error %v, %d values decrypted; want typed with one", err, n)
+			}
+		}
+	}
+	if recs := e.audit.all(); len(recs) != 2 || recs[0].Result != AuditRefused || recs[0].Version != 3 || recs[1].Result != AuditInjected {
+		t.Errorf("audit %+v", recs)
+	}
+}

@@ -122,6 +122,21 @@ func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdppro
 			in.record(ctx, c, rec, ResultRefusedUnknown)
 			return secrets, origin, loc, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
 		}
+		if l, ok := in.o.Vault.(Lister); ok {
+			// Check the origin before decrypting anything.
+			origins, version, err := l.Origins(ctx, name)
+			if err == nil {
+				if !originDone {
+					origin, loc, originErr = in.focusedOrigin(ctx, c, m.SessionID)
+					originDone = true
+				}
+				rec.Version, rec.Origin = version, origin
+				if refusal := in.refuseOrigin(ctx, c, rec, name, origins, origin, originErr); refusal != "" {
+					return secrets, origin, loc, refusal
+				}
+			}
+			// An error here is reported by Resolve below, the same way.
+		}
 		sec, err := in.o.Vault.Resolve(ctx, name)
 		if err != nil {
 			if errors.Is(err, ErrUnknownSecret) {
@@ -146,22 +161,32 @@ func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdppro
 			originDone = true
 		}
 		rec.Origin = origin
-		if originErr != nil {
-			rec.Reason = "origin: " + originErr.Error()
-			in.record(ctx, c, rec, ResultRefusedOrigin)
-			return secrets, origin, loc, fmt.Sprintf("cdpvault: origin of the focused frame could not be verified for secret %s (%s)", name, originErr.Error())
-		}
-		if !originAllowed(sec.Origins, origin) {
-			rec.Reason = "origin: not one of the secret's origins"
-			in.record(ctx, c, rec, ResultRefusedOrigin)
-			shown := origin
-			if shown == "" {
-				shown = "(opaque)"
-			}
-			return secrets, origin, loc, fmt.Sprintf("cdpvault: origin %s is not allowed for secret %s", shown, name)
+		if refusal := in.refuseOrigin(ctx, c, rec, name, sec.Origins, origin, originErr); refusal != "" {
+			return secrets, origin, loc, refusal
 		}
 	}
 	return secrets, origin, loc, ""
+}
+
+// refuseOrigin records and returns the refusal when the focused frame's
+// origin (or the error determining it) does not allow secret name; "" when
+// it does.
+func (in *interceptor) refuseOrigin(ctx context.Context, c cdpproxy.Conn, rec Record, name string, origins []string, origin string, originErr error) string {
+	if originErr != nil {
+		rec.Reason = "origin: " + originErr.Error()
+		in.record(ctx, c, rec, ResultRefusedOrigin)
+		return fmt.Sprintf("cdpvault: origin of the focused frame could not be verified for secret %s (%s)", name, originErr.Error())
+	}
+	if !originAllowed(origins, origin) {
+		rec.Reason = "origin: not one of the secret's origins"
+		in.record(ctx, c, rec, ResultRefusedOrigin)
+		shown := origin
+		if shown == "" {
+			shown = "(opaque)"
+		}
+		return fmt.Sprintf("cdpvault: origin %s is not allowed for secret %s", shown, name)
+	}
+	return ""
 }
 
 // originAllowed: exact match with one of the secret's origins, or "*" when
