@@ -250,31 +250,71 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// groupCPU returns the user+system CPU time used by the live processes of
-// process group pgid (Chromium's), in clock ticks of 10ms; 0 when /proc
-// cannot be read.
-func groupCPU(pgid int) time.Duration {
+// statFiles opens /proc/<pid>/stat of the live processes of process group
+// pgid (Chromium's); they are closed at the end of the benchmark.
+func statFiles(tb testing.TB, pgid int) []*os.File {
 	ds, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var ticks int64
+	var fs []*os.File
+	var buf [1024]byte
 	for _, d := range ds {
-		b, err := os.ReadFile(d)
+		f, err := os.Open(d)
 		if err != nil {
 			continue
 		}
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 || i+2 > len(b) {
-			continue
+		if v, ok := statFields(f, buf[:]); ok && v[0] == int64(pgid) {
+			fs = append(fs, f)
+		} else {
+			f.Close()
 		}
-		f := strings.Fields(string(b[i+2:]))
-		if len(f) < 13 {
-			continue
+	}
+	tb.Cleanup(func() {
+		for _, f := range fs {
+			f.Close()
 		}
-		if pg, _ := strconv.Atoi(f[2]); pg != pgid {
-			continue
+	})
+	return fs
+}
+
+// statFields reads a /proc/<pid>/stat file from its start into buf and
+// returns its pgrp, utime and stime fields, without allocating.
+func statFields(f *os.File, buf []byte) ([3]int64, bool) {
+	var out [3]int64
+	n, _ := f.ReadAt(buf, 0)
+	b := buf[:n]
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 > len(b) {
+		return out, false
+	}
+	// fields after the command: state(3) ppid(4) pgrp(5) ... utime(14) stime(15)
+	field, v := 3, int64(0)
+	for _, c := range b[i+2:] {
+		if c == ' ' {
+			switch field {
+			case 5:
+				out[0] = v
+			case 14:
+				out[1] = v
+			case 15:
+				out[2] = v
+				return out, true
+			}
+			field, v = field+1, 0
+		} else if c >= '0' && c <= '9' {
+			v = v*10 + int64(c-'0')
 		}
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		ticks += u + s
+	}
+	return out, false
+}
+
+// groupCPU returns the user+system CPU time used by the processes whose
+// stat files are given (clock ticks of 10ms), without allocating.
+func groupCPU(fs []*os.File) time.Duration {
+	var buf [1024]byte
+	var ticks int64
+	for _, f := range fs {
+		if v, ok := statFields(f, buf[:]); ok {
+			ticks += v[1] + v[2]
+		}
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond
 }
@@ -312,18 +352,18 @@ func BenchmarkChromeParallel8(b *testing.B) {
 	for l := range cs {
 		round(cs[l], 1)
 	}
-	pgid := ch.cmd.Process.Pid // chromium runs in its own process group
+	pids := statFiles(b, ch.cmd.Process.Pid) // chromium runs in its own process group
 	var el, self, chrome [nLegs]time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		base := int64(1000 + i*per)
 		for k := range nLegs {
 			l := (i + k) % nLegs
-			c0 := groupCPU(pgid)
+			c0 := groupCPU(pids)
 			s0 := processCPU()
 			el[l] += round(cs[l], base)
 			self[l] += processCPU() - s0
-			chrome[l] += groupCPU(pgid) - c0
+			chrome[l] += groupCPU(pids) - c0
 		}
 	}
 	b.StopTimer()
