@@ -497,6 +497,15 @@ func (in *interceptor) sink(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Me
 	switch u.kind {
 	case kindNeutral:
 		if h == nil {
+			if u.typ == "keyDown" || u.typ == "rawKeyDown" {
+				if len(u.text) == 0 && u.key == "<" {
+					// chromedp sends a key's keyDown before the char that
+					// carries its text: a '<' may start a placeholder, so
+					// it is held with the text that follows.
+					in.holdLocked(sid, nil, u, 0)
+					return reply(cdpproxy.EmptyResult(m)), nil
+				}
+			}
 			return forward, nil
 		}
 		if len(h.cmds) >= maxHeld {
