@@ -26,6 +26,7 @@ const (
 	MsgNoProxy         = "cdpvault: the session's geo proxy is not available"
 	MsgNested          = "cdpvault: Target.createBrowserContext cannot be sent through Target.sendMessageToTarget"
 	MsgCreateTargetURL = "cdpvault: in a geo session Target.createTarget takes url about:blank (then Page.navigate), so the pool's time zone and language are in place before the page's first request"
+	MsgLegacyGeo       = "cdpvault: in a geo session CDP sessions must be flattened (flatten: true), so the pool's time zone and language can be applied to them"
 	MsgMalformed       = "cdpvault: command params must be a JSON object without repeated members"
 	MsgWithheld        = "cdpvault: response withheld (not a well-formed CDP response)"
 )
@@ -330,6 +331,13 @@ func (ic *geoConn) command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 		// a window is the session's when Browser.getWindowForTarget of one
 		// of its targets named it
 		return ic.refuse(c, m, MsgForeignTarget)
+	}
+
+	if ic.g.emulating() && (m.Method == "Target.attachToTarget" || m.Method == "Target.setAutoAttach") {
+		// the daemon's overrides need a flattened session to be sent on
+		if v, err := member(f.params, "flatten"); err != nil || string(v) != "true" {
+			return ic.refuse(c, m, MsgLegacyGeo)
+		}
 	}
 
 	switch {

@@ -39,7 +39,9 @@
 // with an empty value (which clears the override in Chrome) gets the pool's
 // value instead. Target.createTarget with a url other than about:blank is
 // refused (MsgCreateTargetURL): Chrome sends that first request before any
-// client can attach. The overrides live as long as the CDP session they
+// client can attach, and so are Target.attachToTarget and
+// Target.setAutoAttach without flatten: true (MsgLegacyGeo): the daemon
+// cannot send its overrides on a legacy session. The overrides live as long as the CDP session they
 // were sent on: a target no connection of the session is attached to runs
 // with the host's time zone and language.
 //

@@ -240,3 +240,41 @@ func TestGeoTimezoneAndLanguageInAttachMode(t *testing.T) {
 		t.Errorf("the geo page did not go through the pool")
 	}
 }
+
+// TestGeoRefusesLegacySessions: the daemon cannot send its overrides on a
+// legacy (non-flattened) session, so a geo session with a time zone or
+// locale refuses to open one rather than let its target run with the
+// host's.
+func TestGeoRefusesLegacySessions(t *testing.T) {
+	t.Parallel()
+	ch := startChrome(t)
+	pool := newRecProxy(t)
+	g := NewGuard(Options{ProxyServer: "http://" + pool.addr, BypassList: "<-loopback>", Timezone: "Asia/Tokyo", Locale: "de-DE"})
+	base := serveProxy(t, ch.base, func(*cdpproxy.Session) []cdpproxy.Interceptor {
+		return []cdpproxy.Interceptor{g.Interceptor()}
+	})
+	b := dial(t, browserWS(t, base))
+	bc := field[string](t, b.ok("Target.createBrowserContext", nil, ""), "browserContextId")
+	tid := field[string](t, b.ok("Target.createTarget", map[string]any{"url": "", "browserContextId": bc}, ""), "targetId")
+	b.refused("Target.attachToTarget", map[string]any{"targetId": tid, "flatten": false}, "", MsgLegacyGeo)
+	b.refused("Target.attachToTarget", map[string]any{"targetId": tid}, "", MsgLegacyGeo)
+	b.refused("Target.setAutoAttach", map[string]any{"autoAttach": true, "waitForDebuggerOnStart": false}, "", MsgLegacyGeo)
+	sid := field[string](t, b.ok("Target.attachToTarget", map[string]any{"targetId": tid, "flatten": true}, ""), "sessionId")
+	b.refused("Target.setAutoAttach", map[string]any{"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": false}, sid, MsgLegacyGeo)
+	var r struct {
+		Result struct {
+			Value string `json:"value"`
+		} `json:"result"`
+	}
+	json.Unmarshal(b.ok("Runtime.evaluate", map[string]any{"expression": probeJS, "returnByValue": true}, sid), &r)
+	if r.Result.Value != "Asia/Tokyo|de-DE|de-DE" {
+		t.Fatalf("flattened session sees %q", r.Result.Value)
+	}
+	// a page socket is a session of its own: the overrides land before its
+	// first command
+	ps := dial(t, pageWS(t, base, tid))
+	json.Unmarshal(ps.ok("Runtime.evaluate", map[string]any{"expression": probeJS, "returnByValue": true}, ""), &r)
+	if r.Result.Value != "Asia/Tokyo|de-DE|de-DE" {
+		t.Fatalf("page socket sees %q", r.Result.Value)
+	}
+}
