@@ -141,25 +141,31 @@ func versionWS(b *testing.B, base string) string {
 // returns its address: bytes copied both ways with io.Copy (splice on
 // Linux), no WebSocket parsing, no interceptors. It is the floor any
 // user-space proxy pays on this machine (two more loopback hops per round
-// trip, two more wake-ups), measured in the same run as the proxy.
+// trip, two more wake-ups), measured in the same run as the proxy. With
+// CDPPROXY_BENCH_SEPARATE=1 it runs in a child process, like the proxy.
 func startRelay(tb testing.TB, upstream string) string {
 	tb.Helper()
+	if os.Getenv("CDPPROXY_BENCH_SEPARATE") != "" {
+		return strings.TrimPrefix(startProxyChild(tb, relayChildPrefix+upstream), "http://")
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
+	stop := serveRelay(ln, upstream)
+	tb.Cleanup(stop)
+	return ln.Addr().String()
+}
+
+// relayChildPrefix marks a child process that runs the relay.
+const relayChildPrefix = "relay:"
+
+// serveRelay relays every connection accepted on ln to upstream until the
+// returned stop is called.
+func serveRelay(ln net.Listener, upstream string) (stop func()) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var open []net.Conn
-	tb.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range open {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -181,7 +187,15 @@ func startRelay(tb testing.TB, upstream string) string {
 			go func() { defer wg.Done(); io.Copy(c, u); c.Close() }()
 		}
 	}()
-	return ln.Addr().String()
+	return func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}
 }
 
 // benchLegs are the three ways the Chrome benchmarks reach the same

@@ -482,12 +482,20 @@ func factory(ics ...func() Interceptor) Factory {
 // so that the proxy is its own process, as the daemon is, and does not share
 // a Go scheduler with the benchmark's client.
 func runProxyChild(upstream string) {
-	p := New(Options{Metrics: NewMetrics(nil)})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Println("ERR", err)
 		os.Exit(1)
 	}
+	if target, ok := strings.CutPrefix(upstream, relayChildPrefix); ok {
+		// the raw TCP relay baseline, in its own process like the proxy
+		stop := serveRelay(ln, strings.TrimPrefix(target, "http://"))
+		fmt.Printf("http://%s\n", ln.Addr())
+		io.Copy(io.Discard, os.Stdin)
+		stop()
+		return
+	}
+	p := New(Options{Metrics: NewMetrics(nil)})
 	s := &Session{ID: "bench", Token: "benchtoken0123456789", Upstream: upstream,
 		Interceptors: func(*Session) []Interceptor { return []Interceptor{&funcInterceptor{}} }}
 	p.Register(s)
