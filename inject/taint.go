@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cdpvault/cdpvault/cdpproxy"
 )
@@ -32,40 +33,61 @@ import (
 type Taints struct {
 	mu   sync.Mutex
 	recs []*taint
+	n    atomic.Int32 // len(recs), read without the lock on every command
 }
 
 // NewTaints returns an empty set.
 func NewTaints() *Taints { return &Taints{} }
 
 type taint struct {
-	conn     cdpproxy.Conn // the connection that typed the value
-	sid      string        // CDP session of the frame's target on conn
+	conn   cdpproxy.Conn // the connection that typed the value
+	sid    string        // CDP session of the frame's target on conn
+	origin string
+	secret string
+	// ready is closed once the fields below are read from the browser,
+	// right after the write.
+	ready    chan struct{}
 	targetID string
 	frameID  string
 	loaderID string // "" when it could not be read: lasts while the target does
-	origin   string
-	secret   string
 }
-
 // Len reports how many documents are tainted (as last checked).
 func (t *Taints) Len() int {
 	if t == nil {
 		return 0
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.recs)
+	return int(t.n.Load())
 }
 
 func (t *Taints) add(r *taint) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.recs = append(t.recs, r)
+	t.n.Store(int32(len(t.recs)))
+}
+
+// settled drops r when an earlier record names the same document (a value
+// typed into one field key by key, or several fields of one form).
+func (t *Taints) settled(r *taint) {
+	if r.loaderID == "" {
+		return
+	}
+	t.mu.Lock()
+	dup := false
 	for _, have := range t.recs {
-		if have.targetID == r.targetID && have.frameID == r.frameID && have.loaderID == r.loaderID && have.loaderID != "" {
-			return
+		if have == r {
+			break
+		}
+		select {
+		case <-have.ready:
+			dup = dup || have.targetID == r.targetID && have.frameID == r.frameID && have.loaderID == r.loaderID
+		default:
 		}
 	}
-	t.recs = append(t.recs, r)
+	t.mu.Unlock()
+	if dup {
+		t.drop(r)
+	}
 }
 
 func (t *Taints) drop(r *taint) {
@@ -74,6 +96,7 @@ func (t *Taints) drop(r *taint) {
 	for i, have := range t.recs {
 		if have == r {
 			t.recs = append(t.recs[:i], t.recs[i+1:]...)
+			t.n.Store(int32(len(t.recs)))
 			return
 		}
 	}
@@ -99,6 +122,11 @@ func (t *Taints) live(ctx context.Context, c cdpproxy.Conn) *taint {
 func (r *taint) holds(ctx context.Context, c cdpproxy.Conn) bool {
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
+	select {
+	case <-r.ready:
+	case <-cctx.Done():
+		return true
+	}
 	if r.loaderID != "" {
 		raw, err := r.conn.Call(cctx, r.sid, "Page.getFrameTree", struct{}{})
 		if err == nil {
@@ -172,10 +200,18 @@ func (in *interceptor) taintAfterWrite(ctx context.Context, c cdpproxy.Conn, loc
 	if t == nil || len(ms) == 0 {
 		return
 	}
-	r := &taint{conn: c, sid: loc.sid, frameID: loc.frameID, origin: origin, secret: ms[0].name}
+	r := &taint{conn: c, sid: loc.sid, frameID: loc.frameID, origin: origin, secret: ms[0].name, ready: make(chan struct{})}
 	if ti, ok := c.Target(loc.sid); ok {
 		r.targetID = ti.TargetID
 	}
+	// Which document the taint names is read right after the write and
+	// before the client is answered: commands on a session run in order,
+	// so the frame tree shows the written document (or, if the page
+	// navigated on its own in between, a later one: stricter), never an
+	// earlier one, and no later client command can come first.
+	t.add(r)
+	defer t.settled(r)
+	defer close(r.ready)
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	if raw, err := c.Call(cctx, loc.sid, "Page.getFrameTree", struct{}{}); err == nil {
@@ -195,7 +231,6 @@ func (in *interceptor) taintAfterWrite(ctx context.Context, c cdpproxy.Conn, loc
 			}
 		}
 	}
-	t.add(r)
 }
 
 // gateTainted refuses a command that would run the client's script or
