@@ -51,6 +51,7 @@ type taint struct {
 	frameID  string
 	loaderID string // "" when it could not be read: lasts while the target does
 }
+
 // Len reports how many documents are tainted (as last checked).
 func (t *Taints) Len() int {
 	if t == nil {
