@@ -356,6 +356,7 @@ func TestAlertRules(t *testing.T) {
 		"CdpvaultAbsent":                   `absent(up{job="cdpvault"})`,
 		"CdpvaultInjectionRefusalsSpiking": `cdpvault_secret_injections_total{result=~"refused.*"}`,
 		"CdpvaultScrubFailures":            `cdpvault_scrub_failures_total`,
+		"CdpvaultTaintedPageScript":        `cdpvault_tainted_refusals_total`,
 		"CdpvaultGeoUpstreamDown":          `cdpvault_geo_upstream_up == 0`,
 		"CdpvaultGeoPoolDown":              `cdpvault_geo_upstream_up`,
 	} {
