@@ -27,6 +27,6 @@
 // daemon opens the forwarder with SessionOptions.RestrictPeers and, once
 // the browser runs, calls Forwarder.AllowProcessTree(browser pid): only
 // connections whose client socket is held by the browser or a descendant
-// (found through /proc/net/tcp and /proc/<pid>/fd) are served; the others
+// (found through a sock_diag lookup and /proc/<pid>/fd) are served; the others
 // are closed unanswered and counted (see peer.go).
 package geo

@@ -3,6 +3,7 @@ package geo
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Peer restriction (launch mode): a forwarder's loopback port is reachable
@@ -24,9 +28,10 @@ import (
 // allowed pid yet, an unreadable /proc, a socket not found in the browser's
 // process tree all refuse.
 //
-// How (Linux): the client's socket inode is the entry of /proc/net/tcp (or
-// tcp6) whose local address is the peer's address and whose remote address
-// is the forwarder's; its holder is a process whose /proc/<pid>/fd links to
+// How (Linux): the client's socket is the one whose local address is the
+// peer's and whose remote address is the forwarder's; its inode comes from
+// one NETLINK_SOCK_DIAG lookup of exactly that socket (or, where sock_diag
+// is unavailable, from /proc/net/tcp or tcp6); its holder is a process whose /proc/<pid>/fd links to
 // socket:[inode]. Only processes descending from the browser are searched
 // (the last one that matched first), so the cost does not grow with what
 // else runs on the host.
@@ -107,8 +112,22 @@ func procNetAddr(a *net.TCPAddr) (string, bool) {
 }
 
 // socketInode finds the inode of the socket whose local address is peer
-// and remote address is local (the client side of an accepted connection).
+// and remote address is local (the client side of an accepted connection):
+// one sock_diag netlink lookup of that exact socket, or, where netlink
+// sock_diag is unavailable, a scan of /proc/net/tcp{,6}.
 func socketInode(peer, local *net.TCPAddr) (string, error) {
+	inode, err := diagInode(peer, local)
+	if err == nil {
+		return inode, nil
+	}
+	if errors.Is(err, errPeer) {
+		return "", err
+	}
+	return procSocketInode(peer, local)
+}
+
+// procSocketInode is socketInode through /proc/net/tcp{,6}.
+func procSocketInode(peer, local *net.TCPAddr) (string, error) {
 	pa, six := procNetAddr(peer)
 	la, six2 := procNetAddr(local)
 	if six != six2 {
@@ -227,4 +246,97 @@ func treePids(root int) []int {
 		out = append(out[1:], root)
 	}
 	return out
+}
+
+// sock_diag (linux/inet_diag.h) layout.
+const (
+	nlmsgHdrLen     = 16
+	inetDiagReqLen  = 56 // inet_diag_req_v2: family, protocol, ext, pad, states, inet_diag_sockid (48)
+	inetDiagInode   = 68 // offset of idiag_inode in inet_diag_msg
+	inetDiagMsgLen  = 72
+	inetDiagNoCooki = ^uint32(0)
+)
+
+// diagInode asks the kernel (NETLINK_SOCK_DIAG, an exact-socket lookup) for
+// the inode of the TCP socket with local address src and remote address
+// dst. errPeer: no such socket; another error: sock_diag unavailable.
+func diagInode(src, dst *net.TCPAddr) (string, error) {
+	family := byte(unix.AF_INET)
+	var sip, dip [16]byte
+	if s4, d4 := src.IP.To4(), dst.IP.To4(); s4 != nil && d4 != nil {
+		copy(sip[:], s4)
+		copy(dip[:], d4)
+	} else if s16, d16 := src.IP.To16(), dst.IP.To16(); s16 != nil && d16 != nil && s4 == nil && d4 == nil {
+		family = unix.AF_INET6
+		copy(sip[:], s16)
+		copy(dip[:], d16)
+	} else {
+		return "", errPeer
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return "", fmt.Errorf("sock_diag socket: %w", err)
+	}
+	defer unix.Close(fd)
+	tv := unix.NsecToTimeval(int64(time.Second))
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+
+	req := make([]byte, nlmsgHdrLen+inetDiagReqLen)
+	ne := binary.NativeEndian
+	ne.PutUint32(req[0:], uint32(len(req)))
+	ne.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+	ne.PutUint16(req[6:], unix.NLM_F_REQUEST)
+	ne.PutUint32(req[8:], 1) // seq
+	r := req[nlmsgHdrLen:]
+	r[0], r[1] = family, unix.IPPROTO_TCP
+	ne.PutUint32(r[4:], ^uint32(0)) // every state
+	id := r[8:]
+	id[0], id[1] = byte(src.Port>>8), byte(src.Port)
+	id[2], id[3] = byte(dst.Port>>8), byte(dst.Port)
+	copy(id[4:20], sip[:])
+	copy(id[20:36], dip[:])
+	ne.PutUint32(id[40:], inetDiagNoCooki)
+	ne.PutUint32(id[44:], inetDiagNoCooki)
+	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return "", fmt.Errorf("sock_diag send: %w", err)
+	}
+	buf := make([]byte, 4096)
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		return "", fmt.Errorf("sock_diag receive: %w", err)
+	}
+	b := buf[:n]
+	if len(b) < nlmsgHdrLen {
+		return "", errors.New("sock_diag: short reply")
+	}
+	l, typ := ne.Uint32(b[0:]), ne.Uint16(b[4:])
+	if int(l) > len(b) || l < nlmsgHdrLen {
+		return "", errors.New("sock_diag: malformed reply")
+	}
+	switch typ {
+	case unix.NLMSG_ERROR:
+		if l >= nlmsgHdrLen+4 {
+			if e := int32(ne.Uint32(b[nlmsgHdrLen:])); e == -int32(unix.ENOENT) {
+				return "", errPeer // no such socket
+			} else if e != 0 {
+				return "", fmt.Errorf("sock_diag: %w", unix.Errno(-e))
+			}
+		}
+		return "", errors.New("sock_diag: error reply")
+	case unix.SOCK_DIAG_BY_FAMILY:
+		if l < nlmsgHdrLen+inetDiagMsgLen {
+			return "", errors.New("sock_diag: short message")
+		}
+		m := b[nlmsgHdrLen:]
+		// the reply must be the socket asked for
+		if m[0] != family || !bytes.Equal(m[4:8], id[0:4]) || !bytes.Equal(m[8:40], id[4:36]) {
+			return "", errPeer
+		}
+		inode := ne.Uint32(m[inetDiagInode:])
+		if inode == 0 {
+			return "", errPeer
+		}
+		return strconv.FormatUint(uint64(inode), 10), nil
+	}
+	return "", errors.New("sock_diag: unexpected reply")
 }

@@ -2,6 +2,8 @@ package geo
 
 import (
 	"context"
+	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -151,5 +153,95 @@ func TestChromiumRestrictedForwarder(t *testing.T) {
 	// and the browser still is served afterwards
 	if et := b.navigate(t, s.url("acme.test")+"?again"); et != "" {
 		t.Fatalf("navigate again: %s", et)
+	}
+}
+
+// BenchmarkPeerCheck is the per-connection cost of the peer restriction:
+// one accepted loopback connection checked against this process's tree
+// (the last holder cached, as for a browser's network service), and the
+// cost when the holder is unknown (a full scan of the tree).
+//
+//	go test ./geo -run '^$' -bench PeerCheck
+func BenchmarkPeerCheck(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	srv, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	for _, cached := range []bool{true, false} {
+		name := "cached-holder"
+		if !cached {
+			name = "tree-scan"
+		}
+		b.Run(name, func(b *testing.B) {
+			g := &peerGate{on: true}
+			g.root.Store(int64(os.Getpid()))
+			for b.Loop() {
+				if !cached {
+					g.last.Store(0)
+				}
+				if err := g.allowed(srv); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestSocketInodeLookups: the netlink sock_diag lookup and the /proc/net/tcp
+// scan find the same inode for a connection's client socket, the one this
+// process holds; a socket that does not exist is not found by either.
+func TestSocketInodeLookups(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	peer, local := srv.RemoteAddr().(*net.TCPAddr), srv.LocalAddr().(*net.TCPAddr)
+	nl, err := diagInode(peer, local)
+	if err != nil {
+		t.Fatalf("sock_diag: %v", err)
+	}
+	pr, err := procSocketInode(peer, local)
+	if err != nil {
+		t.Fatalf("/proc/net/tcp: %v", err)
+	}
+	if nl != pr {
+		t.Fatalf("sock_diag inode %s, /proc/net/tcp inode %s", nl, pr)
+	}
+	if !holds(os.Getpid(), "socket:["+nl+"]") {
+		t.Fatalf("this process does not hold socket %s", nl)
+	}
+	// the server side is another socket (local and remote swapped)
+	if srvInode, err := diagInode(local, peer); err != nil || srvInode == nl {
+		t.Fatalf("server side socket: %q %v", srvInode, err)
+	}
+	gone := &net.TCPAddr{IP: peer.IP, Port: 1}
+	if _, err := diagInode(gone, local); !errors.Is(err, errPeer) {
+		t.Fatalf("sock_diag for no socket: %v, want errPeer", err)
+	}
+	if _, err := procSocketInode(gone, local); !errors.Is(err, errPeer) {
+		t.Fatalf("/proc/net/tcp for no socket: %v, want errPeer", err)
 	}
 }
