@@ -158,7 +158,8 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 	}()
 
 	if req.Geo != "" {
-		s.fwd, err = d.geo.OpenSession(ctx, req.Geo)
+		// launch mode: the forwarder serves only the session's own browser
+		s.fwd, err = d.geo.OpenSessionWith(ctx, req.Geo, geo.SessionOptions{RestrictPeers: d.cfg.Chrome.URL == ""})
 		if err != nil {
 			return api.SessionView{}, fmt.Errorf("geo session: %w", err)
 		}
@@ -170,7 +171,8 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 		// proxy), sees no other session's targets, and cannot close the
 		// shared browser; its contexts are disposed when it ends.
 		if s.fwd != nil {
-			s.guard = ctxguard.NewGuard(ctxguard.Options{ProxyServer: s.fwd.ProxyURL(), BypassList: geo.ProxyBypassList, Logger: d.logger})
+			s.guard = ctxguard.NewGuard(ctxguard.Options{ProxyServer: s.fwd.ProxyURL(), BypassList: geo.ProxyBypassList,
+				Timezone: pool.Timezone, Locale: pool.Locale, AcceptLanguage: geo.AcceptLanguage(pool.Locale), Logger: d.logger})
 		} else {
 			s.guard = ctxguard.NewGuard(ctxguard.Options{Direct: true, Logger: d.logger})
 		}
@@ -180,6 +182,11 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 			return api.SessionView{}, &api.Error{Status: http.StatusServiceUnavailable, Code: "browser_unavailable", Message: "could not start a browser: " + oneLine(err).Error()}
 		}
 		upstream = s.br.URL()
+		if s.fwd != nil {
+			if err := s.fwd.AllowProcessTree(s.br.PID()); err != nil {
+				return api.SessionView{}, fmt.Errorf("geo session: %w", err)
+			}
+		}
 	}
 	s.browserID, err = browserID(ctx, upstream)
 	if err != nil {
