@@ -358,6 +358,8 @@ func Gated(method string, raw []byte) bool {
 	}
 	switch method {
 	case "Page.navigate", "Page.addScriptToEvaluateOnNewDocument", "Fetch.continueRequest":
+	case methodKeyEvent:
+		return clipboardKey(raw)
 	default:
 		return false
 	}
@@ -380,4 +382,44 @@ func Gated(method string, raw []byte) bool {
 	default: // Fetch.continueRequest: a changed URL can hand the page another script
 		return p.Params.URL != ""
 	}
+}
+
+// clipboardKey reports whether a key event copies or cuts the selection
+// (an editing command, or Ctrl/Meta with C, X or Insert, or the Copy and
+// Cut keys): a typed value copied from a text field could be pasted into
+// another origin's page once the taint ends.
+func clipboardKey(raw []byte) bool {
+	var p struct {
+		Params struct {
+			Type      string   `json:"type"`
+			Key       string   `json:"key"`
+			Code      string   `json:"code"`
+			Modifiers int      `json:"modifiers"`
+			Commands  []string `json:"commands"`
+		} `json:"params"`
+	}
+	if json.Unmarshal(raw, &p) != nil {
+		return true
+	}
+	for _, c := range p.Params.Commands {
+		if c := strings.ToLower(c); strings.Contains(c, "copy") || strings.Contains(c, "cut") {
+			return true
+		}
+	}
+	switch p.Params.Key {
+	case "Copy", "Cut":
+		return true
+	}
+	if p.Params.Modifiers&(modCtrl|modMeta) == 0 {
+		return false
+	}
+	switch strings.ToLower(p.Params.Key) {
+	case "c", "x", "insert":
+		return true
+	}
+	switch p.Params.Code {
+	case "KeyC", "KeyX", "Insert":
+		return true
+	}
+	return false
 }

@@ -79,6 +79,7 @@ func TestChromiumTaintRefusesScriptUntilNavigation(t *testing.T) {
 		{"CSS.addRule", map[string]any{"styleSheetId": "1", "ruleText": "input{}", "location": map[string]any{}}},
 		{"Debugger.evaluateOnCallFrame", map[string]any{"callFrameId": "1", "expression": "1"}},
 		{"Fetch.fulfillRequest", map[string]any{"requestId": "1", "responseCode": 200}},
+		{methodKeyEvent, map[string]any{"type": "rawKeyDown", "key": "c", "code": "KeyC", "modifiers": 2, "commands": []string{"copy"}}},
 	}
 	for _, a := range attempts {
 		res, err := e.cl.send(e.sid, a.method, a.params)
@@ -209,6 +210,16 @@ func TestGated(t *testing.T) {
 		{"Fetch.continueRequest", `{"params":{"requestId":"1"}}`, false},
 		{"Fetch.continueRequest", `{"params":{"requestId":"1","url":"data:text/javascript,1"}}`, true},
 		{"Fetch.fulfillRequest", `{}`, true},
+		{methodKeyEvent, `{"params":{"type":"keyDown","key":"a","text":"a"}}`, false},
+		{methodKeyEvent, `{"params":{"type":"keyDown","key":"Enter","text":"\r"}}`, false},
+		{methodKeyEvent, `{"params":{"type":"rawKeyDown","key":"a","modifiers":2,"commands":["selectAll"]}}`, false},
+		{methodKeyEvent, `{"params":{"type":"rawKeyDown","key":"c","modifiers":2,"commands":["copy"]}}`, true},
+		{methodKeyEvent, `{"params":{"type":"keyDown","key":"C","modifiers":4}}`, true},
+		{methodKeyEvent, `{"params":{"type":"keyDown","key":"ß","code":"KeyX","modifiers":2}}`, true},
+		{methodKeyEvent, `{"params":{"type":"keyDown","key":"Insert","modifiers":2}}`, true},
+		{methodKeyEvent, `{"params":{"type":"keyDown","key":"c","text":"c"}}`, false},
+		{methodKeyEvent, `{"params":{"type":"keyDown","key":"Copy"}}`, true},
+		{methodKeyEvent, `{"params":{"type":"keyDown","key":"q","commands":["Cut"]}}`, true},
 	}
 	for _, c := range cases {
 		if got := Gated(c.method, []byte(c.raw)); got != c.want {
