@@ -73,6 +73,7 @@ var (
 // the payload back with release, which wipes it.
 type frameReader struct {
 	conn   net.Conn
+	sys    *sysIO // small reads, when the conn allows raw access
 	buf    []byte
 	r, w   int
 	max    int64
@@ -90,7 +91,7 @@ type frameReader struct {
 }
 
 func newFrameReader(c net.Conn, size int, max int64, masked bool) *frameReader {
-	return &frameReader{conn: c, buf: make([]byte, size), max: max, masked: masked}
+	return &frameReader{conn: c, sys: newSysIO(c), buf: make([]byte, size), max: max, masked: masked}
 }
 
 // preload copies bytes that were buffered during the handshake.
@@ -129,7 +130,13 @@ func (fr *frameReader) fill(need int) error {
 		fr.r, fr.w = 0, n
 	}
 	for fr.w-fr.r < need {
-		n, err := fr.conn.Read(fr.buf[fr.w:])
+		var n int
+		var err error
+		if fr.sys != nil {
+			n, err = fr.sys.read(fr.buf[fr.w:])
+		} else {
+			n, err = fr.conn.Read(fr.buf[fr.w:])
+		}
 		fr.w += n
 		if err != nil {
 			if fr.w-fr.r >= need {
@@ -213,11 +220,14 @@ func (fr *frameReader) next() (ws.OpCode, []byte, error) {
 		k := copy(dst, fr.buf[fr.r:fr.w])
 		clear(fr.buf[fr.r : fr.r+k])
 		fr.r += k
-		if k < len(dst) {
-			if _, err := io.ReadFull(fr.conn, dst[k:]); err != nil {
-				if err == io.EOF {
-					err = io.ErrUnexpectedEOF
-				}
+		if rest := dst[k:]; len(rest) > 0 {
+			var err error
+			if fr.sys != nil && len(rest) <= rawMax {
+				err = fr.sys.readFull(rest)
+			} else if _, err = io.ReadFull(fr.conn, rest); err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			if err != nil {
 				return 0, nil, err
 			}
 		}
@@ -293,6 +303,7 @@ func (fr *frameReader) close() {
 type frameWriter struct {
 	mu     sync.Mutex
 	conn   net.Conn
+	sys    *sysIO // small writes, when the conn allows raw access
 	mask   bool
 	closed bool // a close frame was sent
 	err    error
@@ -385,8 +396,10 @@ func (w *frameWriter) writeLocked(op ws.OpCode, p []byte, gather bool) error {
 		// small frame: one write() from a scratch buffer, wiped after
 		n := copy(w.small[:], w.sink.b[:w.sink.n])
 		n += copy(w.small[n:], p)
-		_, err = w.conn.Write(w.small[:n])
+		_, err = w.smallWrite(w.small[:n])
 		clear(w.small[:n])
+	} else if w.sys != nil && len(p) <= rawMax {
+		_, err = w.sys.writev(w.sink.b[:w.sink.n], p)
 	} else {
 		w.iov[0] = w.sink.b[:w.sink.n]
 		w.iov[1] = p
@@ -403,6 +416,15 @@ func (w *frameWriter) writeLocked(op ws.OpCode, p []byte, gather bool) error {
 	return err
 }
 
+// smallWrite writes p (at most a gather buffer) with a raw system call
+// when it can.
+func (w *frameWriter) smallWrite(p []byte) (int, error) {
+	if w.sys != nil {
+		return w.sys.write(p)
+	}
+	return w.conn.Write(p)
+}
+
 // flushLocked writes and wipes the gathered messages.
 func (w *frameWriter) flushLocked() error {
 	if w.out == nil {
@@ -412,7 +434,7 @@ func (w *frameWriter) flushLocked() error {
 	w.out = nil
 	var err error
 	if len(out) > 0 {
-		_, err = w.conn.Write(out)
+		_, err = w.smallWrite(out)
 	}
 	putBuf(out)
 	if err != nil {
