@@ -74,6 +74,7 @@ var (
 type frameReader struct {
 	conn   net.Conn
 	sys    *sysIO // small reads, when the conn allows raw access
+	reads  uint32
 	buf    []byte
 	r, w   int
 	max    int64
@@ -117,6 +118,9 @@ func (fr *frameReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// ordinaryEvery: see fill.
+const ordinaryEvery = 64
+
 // fill makes at least need bytes available in buf[r:w]; need <= len(buf).
 func (fr *frameReader) fill(need int) error {
 	if fr.w-fr.r >= need {
@@ -132,7 +136,11 @@ func (fr *frameReader) fill(need int) error {
 	for fr.w-fr.r < need {
 		var n int
 		var err error
-		if fr.sys != nil {
+		// One read in ordinaryEvery is an ordinary one: under sustained
+		// traffic it keeps waking the runtime's monitor (preemption of long
+		// running goroutines, network polling when all Ps are busy).
+		fr.reads++
+		if fr.sys != nil && fr.reads%ordinaryEvery != 0 {
 			n, err = fr.sys.read(fr.buf[fr.w:])
 		} else {
 			n, err = fr.conn.Read(fr.buf[fr.w:])

@@ -21,7 +21,9 @@ import (
 // before, 1.2 and none with raw calls, and half the proxy's CPU per message.
 // Read and write of a non-blocking socket return at once, so holding the P
 // through them is fine; transfers over rawMax still go through the
-// net.Conn.
+// net.Conn, and so does one frame-buffer read in 64 (frameReader.fill), so
+// that sysmon keeps its duties (preempting long-running goroutines, polling
+// the network when every P is busy) under sustained traffic.
 //
 // A sysIO is used by one reader (the pump) and one writer (under the frame
 // writer's mutex); each side keeps its own state so that the callbacks are
