@@ -265,9 +265,9 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// statFiles opens /proc/<pid>/stat of the live processes of process group
-// pgid (Chromium's); they are closed at the end of the benchmark.
-func statFiles(tb testing.TB, pgid int) []*os.File {
+// statFiles opens /proc/<pid>/stat of the live processes for which match
+// (given ppid and pgrp) is true; they are closed at the end of the benchmark.
+func statFiles(tb testing.TB, match func(ppid, pgrp int64) bool) []*os.File {
 	ds, _ := filepath.Glob("/proc/[0-9]*/stat")
 	var fs []*os.File
 	var buf [1024]byte
@@ -276,7 +276,7 @@ func statFiles(tb testing.TB, pgid int) []*os.File {
 		if err != nil {
 			continue
 		}
-		if v, ok := statFields(f, buf[:]); ok && v[0] == int64(pgid) {
+		if v, ok := statFields(f, buf[:]); ok && match(v[0], v[1]) {
 			fs = append(fs, f)
 		} else {
 			f.Close()
@@ -291,9 +291,9 @@ func statFiles(tb testing.TB, pgid int) []*os.File {
 }
 
 // statFields reads a /proc/<pid>/stat file from its start into buf and
-// returns its pgrp, utime and stime fields, without allocating.
-func statFields(f *os.File, buf []byte) ([3]int64, bool) {
-	var out [3]int64
+// returns its ppid, pgrp, utime and stime fields, without allocating.
+func statFields(f *os.File, buf []byte) ([4]int64, bool) {
+	var out [4]int64
 	n, _ := f.ReadAt(buf, 0)
 	b := buf[:n]
 	i := bytes.LastIndexByte(b, ')')
@@ -305,12 +305,14 @@ func statFields(f *os.File, buf []byte) ([3]int64, bool) {
 	for _, c := range b[i+2:] {
 		if c == ' ' {
 			switch field {
-			case 5:
+			case 4:
 				out[0] = v
-			case 14:
+			case 5:
 				out[1] = v
-			case 15:
+			case 14:
 				out[2] = v
+			case 15:
+				out[3] = v
 				return out, true
 			}
 			field, v = field+1, 0
@@ -328,7 +330,7 @@ func groupCPU(fs []*os.File) time.Duration {
 	var ticks int64
 	for _, f := range fs {
 		if v, ok := statFields(f, buf[:]); ok {
-			ticks += v[1] + v[2]
+			ticks += v[2] + v[3]
 		}
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond
@@ -336,9 +338,10 @@ func groupCPU(fs []*os.File) time.Duration {
 
 // BenchmarkChromeParallel8: 8 connections doing round trips concurrently;
 // rounds rotate between direct, proxied and relayed. Besides throughput it
-// reports CPU per round trip: Chromium's, and (proxy in process) the
-// proxy's and the relay's own (this process's CPU in that leg minus in the
-// direct leg, which is the client's).
+// reports CPU per round trip: Chromium's, the client's (this process in the
+// direct leg), and the proxy's and the relay's own (this process's CPU in
+// that leg minus the client's, plus their child process's when they run in
+// one). /proc counts in 10ms ticks: these are averages over the run.
 func BenchmarkChromeParallel8(b *testing.B) {
 	ch, base := chromeBench(b)
 	const conns, per = 8, 50
@@ -367,18 +370,22 @@ func BenchmarkChromeParallel8(b *testing.B) {
 	for l := range cs {
 		round(cs[l], 1)
 	}
-	pids := statFiles(b, ch.cmd.Process.Pid) // chromium runs in its own process group
-	var el, self, chrome [nLegs]time.Duration
+	cpgid, me := int64(ch.cmd.Process.Pid), int64(os.Getpid()) // chromium runs in its own process group
+	chromeFs := statFiles(b, func(_, pgrp int64) bool { return pgrp == cpgid })
+	// with CDPPROXY_BENCH_SEPARATE=1: the proxy and relay child processes
+	kidFs := statFiles(b, func(ppid, pgrp int64) bool { return ppid == me && pgrp != cpgid })
+	var el, self, chrome, kids [nLegs]time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		base := int64(1000 + i*per)
 		for k := range nLegs {
 			l := (i + k) % nLegs
-			c0 := groupCPU(pids)
+			c0, k0 := groupCPU(chromeFs), groupCPU(kidFs)
 			s0 := processCPU()
 			el[l] += round(cs[l], base)
 			self[l] += processCPU() - s0
-			chrome[l] += groupCPU(pids) - c0
+			chrome[l] += groupCPU(chromeFs) - c0
+			kids[l] += groupCPU(kidFs) - k0
 		}
 	}
 	b.StopTimer()
@@ -395,11 +402,9 @@ func BenchmarkChromeParallel8(b *testing.B) {
 	us1 := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / msgs }
 	b.ReportMetric(us1(chrome[legDirect]), "chrome-direct-cpu-us/rt")
 	b.ReportMetric(us1(chrome[legProxy]), "chrome-proxied-cpu-us/rt")
-	if os.Getenv("CDPPROXY_BENCH_SEPARATE") == "" {
-		b.ReportMetric(us1(self[legDirect]), "client-cpu-us/rt")
-		b.ReportMetric(us1(self[legProxy]-self[legDirect]), "proxy-cpu-us/rt")
-		b.ReportMetric(us1(self[legRelay]-self[legDirect]), "relay-cpu-us/rt")
-	}
+	b.ReportMetric(us1(self[legDirect]), "client-cpu-us/rt")
+	b.ReportMetric(us1(self[legProxy]-self[legDirect]+kids[legProxy]), "proxy-cpu-us/rt")
+	b.ReportMetric(us1(self[legRelay]-self[legDirect]+kids[legRelay]), "relay-cpu-us/rt")
 }
 
 // BenchmarkChromeLarge4MB: Runtime.evaluate returning a 4 MiB string, on the
