@@ -122,7 +122,7 @@ func BenchmarkChromiumInsertText(b *testing.B) {
 	if len(recs) < n {
 		b.Fatalf("%d injections audited for %d attempts", len(recs), n)
 	}
-	if e.taints.Len() != 1 {
-		b.Fatalf("%d tainted documents, want 1", e.taints.Len())
+	if e.taints.Len() == 0 {
+		b.Fatal("no tainted document recorded")
 	}
 }

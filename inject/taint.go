@@ -21,12 +21,16 @@ import (
 // touch) keeps working, so a client submits a login form with a key press
 // or a click at coordinates.
 //
-// A document stays tainted until its frame commits another document (a new
-// loader), the frame or its target goes away, or the session ends. The
-// check is made live, when a gated command arrives: the frame tree of the
-// tainted target is asked through the connection that typed the value. When
-// that is impossible (the connection is gone), the taint lasts while the
-// target exists. Any doubt keeps the taint.
+// A document is tainted while it is the one shown in its frame: when the
+// frame commits another document the taint sleeps, and it wakes again if
+// the browser brings the typed-into document back (the back/forward cache
+// restores it with the value, under its old loader) or revisits its history
+// entry (form state restoration can refill a text field). A record is
+// forgotten only when its target is gone or the session ends. The check is
+// made live, when a gated command arrives: the frame tree and navigation
+// history of the tainted target are asked through the connection that
+// typed the value. When that is impossible (the connection is gone), the
+// taint lasts while the target exists. Any doubt keeps the taint.
 //
 // One Taints is shared by every connection of a daemon session (a second
 // WebSocket must not be a way round it); it is safe for concurrent use.
@@ -49,7 +53,9 @@ type taint struct {
 	ready    chan struct{}
 	targetID string
 	frameID  string
-	loaderID string // "" when it could not be read: lasts while the target does
+	loaderID string // "" when it could not be read
+	histSID  string // session whose navigation history holds entryID
+	entryID  int64  // top-level history entry shown at the write, 0 when unknown
 }
 
 // Len reports how many documents are tainted (as last checked).
@@ -81,7 +87,7 @@ func (t *Taints) settled(r *taint) {
 		}
 		select {
 		case <-have.ready:
-			dup = dup || have.targetID == r.targetID && have.frameID == r.frameID && have.loaderID == r.loaderID
+			dup = dup || have.targetID == r.targetID && have.frameID == r.frameID && have.loaderID == r.loaderID && have.entryID == r.entryID
 		default:
 		}
 	}
@@ -103,15 +109,42 @@ func (t *Taints) drop(r *taint) {
 	}
 }
 
-// live returns a taint that still holds, checking each against the
-// browser and forgetting those whose document is gone. c is the connection
-// of the command being gated (used when a taint's own connection is gone).
+// live returns a taint whose document is shown, checking each against the
+// browser (one frame tree and history read per tainted target) and
+// forgetting those whose target is gone. c is the connection of the
+// command being gated (used when a taint's own connection is gone).
 func (t *Taints) live(ctx context.Context, c cdpproxy.Conn) *taint {
 	t.mu.Lock()
 	recs := append([]*taint(nil), t.recs...)
 	t.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	views := map[viewKey]*targetView{}
+	var targets *targetList
 	for _, r := range recs {
-		if r.holds(ctx, c) {
+		select {
+		case <-r.ready:
+		case <-cctx.Done():
+			return r // not read in time: it holds
+		}
+		k := viewKey{conn: r.conn, sid: r.sid, hist: r.histSID}
+		v := views[k]
+		if v == nil {
+			v = readView(cctx, r)
+			views[k] = v
+		}
+		switch shown, known := v.shows(r); {
+		case shown:
+			return r
+		case known:
+			continue // asleep: another document is shown
+		}
+		// The typing connection cannot tell: the taint lasts while its
+		// target exists, asked on the command's connection.
+		if targets == nil {
+			targets = listTargets(cctx, c)
+		}
+		if !targets.ok || r.targetID == "" || targets.ids[r.targetID] {
 			return r
 		}
 		t.drop(r)
@@ -119,42 +152,92 @@ func (t *Taints) live(ctx context.Context, c cdpproxy.Conn) *taint {
 	return nil
 }
 
-// holds reports whether r's document may still be in its frame.
-func (r *taint) holds(ctx context.Context, c cdpproxy.Conn) bool {
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	select {
-	case <-r.ready:
-	case <-cctx.Done():
-		return true
+type viewKey struct {
+	conn      cdpproxy.Conn
+	sid, hist string
+}
+
+// targetView is what one tainted target shows now.
+type targetView struct {
+	tree    []byte // Page.getFrameTree result; nil when unreadable
+	entryID int64  // current history entry; 0 when unread
+}
+
+// readView reads the frame tree and the current history entry of r's
+// target at once.
+func readView(ctx context.Context, r *taint) *targetView {
+	v := &targetView{}
+	var wg sync.WaitGroup
+	if r.histSID != "" && r.entryID != 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v.entryID = currentEntry(ctx, r.conn, r.histSID)
+		}()
 	}
-	if r.loaderID != "" {
-		raw, err := r.conn.Call(cctx, r.sid, "Page.getFrameTree", struct{}{})
-		if err == nil {
-			loader, found := frameLoader(raw, r.frameID)
-			return found && loader == r.loaderID
-		}
+	if raw, err := r.conn.Call(ctx, r.sid, "Page.getFrameTree", struct{}{}); err == nil {
+		v.tree = raw
 	}
-	// The typing connection is gone (or never read the loader): the taint
-	// lasts while the target exists, asked on the command's connection.
-	raw, err := c.Call(cctx, "", "Target.getTargets", struct{}{})
+	wg.Wait()
+	return v
+}
+
+// shows reports whether the view shows r's document (its frame has r's
+// loader, or r's history entry is current), and whether that is known.
+func (v *targetView) shows(r *taint) (shown, known bool) {
+	if v.tree == nil {
+		return false, false
+	}
+	if loader, found := frameLoader(v.tree, r.frameID); found && loader == r.loaderID && r.loaderID != "" {
+		return true, true
+	}
+	if r.entryID != 0 && v.entryID == r.entryID {
+		return true, true
+	}
+	return false, r.loaderID != ""
+}
+
+func currentEntry(ctx context.Context, c cdpproxy.Conn, sid string) int64 {
+	raw, err := c.Call(ctx, sid, "Page.getNavigationHistory", struct{}{})
 	if err != nil {
-		return true
+		return 0
+	}
+	var h struct {
+		CurrentIndex int `json:"currentIndex"`
+		Entries      []struct {
+			ID int64 `json:"id"`
+		} `json:"entries"`
+	}
+	if json.Unmarshal(raw, &h) != nil || h.CurrentIndex < 0 || h.CurrentIndex >= len(h.Entries) {
+		return 0
+	}
+	return h.Entries[h.CurrentIndex].ID
+}
+
+type targetList struct {
+	ok  bool
+	ids map[string]bool
+}
+
+func listTargets(ctx context.Context, c cdpproxy.Conn) *targetList {
+	l := &targetList{ids: map[string]bool{}}
+	raw, err := c.Call(ctx, "", "Target.getTargets", struct{}{})
+	if err != nil {
+		return l
 	}
 	var out struct {
 		TargetInfos []struct {
 			TargetID string `json:"targetId"`
 		} `json:"targetInfos"`
 	}
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return true
+	if json.Unmarshal(raw, &out) != nil {
+		return l
 	}
+	l.ok = true
 	for _, ti := range out.TargetInfos {
-		if ti.TargetID == r.targetID {
-			return true
-		}
+		l.ids[ti.TargetID] = true
 	}
-	return r.targetID == "" // unknown target: keep
+	return l
 }
 
 type frameTreeNode struct {
@@ -215,11 +298,28 @@ func (in *interceptor) taintAfterWrite(ctx context.Context, c cdpproxy.Conn, loc
 	defer close(r.ready)
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
+	// The top-level history entry: on the page's own session, or for an
+	// out-of-process iframe on its page's.
+	r.histSID = loc.sid
+	if ti, ok := c.Target(loc.sid); ok && ti.Type != "page" && ti.ParentSessionID != "" {
+		r.histSID = ti.ParentSessionID
+	} else if ok && ti.Type != "page" {
+		in.childMu.Lock()
+		r.histSID = in.children[loc.sid].parent
+		in.childMu.Unlock()
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.entryID = currentEntry(cctx, c, r.histSID)
+	}()
 	if raw, err := c.Call(cctx, loc.sid, "Page.getFrameTree", struct{}{}); err == nil {
 		if loader, ok := frameLoader(raw, loc.frameID); ok && loader != "" {
 			r.loaderID = loader
 		}
 	}
+	wg.Wait()
 	if r.targetID == "" {
 		if raw, err := c.Call(cctx, loc.sid, "Target.getTargetInfo", struct{}{}); err == nil {
 			var out struct {

@@ -128,11 +128,45 @@ func TestChromiumTaintRefusesScriptUntilNavigation(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling the browser with a deadline
 	}
-	if e.taints.Len() != 0 {
-		t.Errorf("%d taints after navigation", e.taints.Len())
-	}
 	if e.site.received("evil.test", plainValue) || e.site.received("evil.test", "") {
 		t.Error("evil.test received a request")
+	}
+}
+
+// TestChromiumTaintWakesOnHistoryReturn: the back/forward cache restores a
+// typed-into document with the value still in its field; going back to it
+// brings the taint back.
+func TestChromiumTaintWakesOnHistoryReturn(t *testing.T) {
+	t.Parallel()
+	e, _ := taintedEnv(t)
+	e.navigate(e.site.url("acme.test", "/plain"))
+	e.cl.eval(e.sid, `document.title`) // another document: script runs
+	var h struct {
+		CurrentIndex int
+		Entries      []struct{ ID int64 }
+	}
+	_ = json.Unmarshal(e.cl.must(e.sid, "Page.getNavigationHistory", nil), &h)
+	if h.CurrentIndex < 1 {
+		t.Fatalf("history %+v", h)
+	}
+	e.cl.must(e.sid, "Page.navigateToHistoryEntry", map[string]any{"entryId": h.Entries[h.CurrentIndex-1].ID})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		res, err := e.cl.send(e.sid, "Runtime.getProperties", map[string]any{"objectId": "0.0.0"})
+		if err != nil && strings.Contains(err.Error(), taintRefusal) {
+			break // the login document is back, and so is its taint
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after going back: %s %v; want the taint back", res, err)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the browser with a deadline
+	}
+	_, err := e.cl.send(e.sid, "Runtime.evaluate", map[string]any{"expression": `document.getElementById('pass').value.split('').reverse().join('')`})
+	if err != nil {
+		t.Fatalf("evaluate: %v", err)
+	}
+	if m := testutilCounter(e.metrics()); m < 2 {
+		t.Errorf("tainted refusals %v, want the evaluate refused too", m)
 	}
 }
 
