@@ -12,4 +12,8 @@
 // into a pooled buffer, run through the interceptors and written out in the
 // same goroutine, and the buffer is wiped before it is reused or released.
 // A message that no interceptor changes is forwarded as the same bytes.
+// On Linux small socket reads and writes are raw system calls through
+// syscall.RawConn (sysio_linux.go): the runtime poller still does the
+// waiting, but an idle proxy no longer wakes the runtime's monitor thread
+// on every message.
 package cdpproxy
