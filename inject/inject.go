@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -181,6 +182,8 @@ type interceptor struct {
 	cacheMu sync.Mutex
 	worlds  map[string]string // session+frame -> remote object id of the check's world global
 
+	pending atomic.Pointer[taint] // the last taint whose reads may still run
+
 	resMu    sync.Mutex
 	resKeys  []reservedKey // this interceptor's entries in the reserved registry
 	sessions *cdpproxy.Session
@@ -217,6 +220,7 @@ func reply(data []byte) cdpproxy.Verdict {
 
 // Command implements cdpproxy.Interceptor.
 func (in *interceptor) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	in.awaitTaint(ctx)
 	if v := in.gateTainted(ctx, c, m); v != nil {
 		return *v, nil
 	}

@@ -288,18 +288,13 @@ func (in *interceptor) taintAfterWrite(ctx context.Context, c cdpproxy.Conn, loc
 	if ti, ok := c.Target(loc.sid); ok {
 		r.targetID = ti.TargetID
 	}
-	// Which document the taint names is read right after the write and
-	// before the client is answered: commands on a session run in order,
-	// so the frame tree shows the written document (or, if the page
-	// navigated on its own in between, a later one: stricter), never an
-	// earlier one, and no later client command can come first.
-	t.add(r)
-	defer t.settled(r)
-	defer close(r.ready)
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	// The top-level history entry: on the page's own session, or for an
-	// out-of-process iframe on its page's.
+	// Which document the taint names is read right after the write, off
+	// the client's path: the reads go out before the client has its answer
+	// and commands on a session run in order, so they show the written
+	// document (or, if the page navigated on its own in between, a later
+	// one: stricter). The connection's next command waits for them
+	// (awaitTaint), so none of the client's commands comes first; gated
+	// commands of other connections wait for them in live.
 	r.histSID = loc.sid
 	if ti, ok := c.Target(loc.sid); ok && ti.Type != "page" && ti.ParentSessionID != "" {
 		r.histSID = ti.ParentSessionID
@@ -308,30 +303,52 @@ func (in *interceptor) taintAfterWrite(ctx context.Context, c cdpproxy.Conn, loc
 		r.histSID = in.children[loc.sid].parent
 		in.childMu.Unlock()
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
+	t.add(r)
+	in.pending.Store(r)
 	go func() {
-		defer wg.Done()
-		r.entryID = currentEntry(cctx, c, r.histSID)
+		defer t.settled(r)
+		defer close(r.ready)
+		cctx, cancel := context.WithTimeout(in.baseCtx, callTimeout)
+		defer cancel()
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.entryID = currentEntry(cctx, c, r.histSID)
+		}()
+		if raw, err := c.Call(cctx, loc.sid, "Page.getFrameTree", struct{}{}); err == nil {
+			if loader, ok := frameLoader(raw, loc.frameID); ok && loader != "" {
+				r.loaderID = loader
+			}
+		}
+		wg.Wait()
+		if r.targetID == "" {
+			if raw, err := c.Call(cctx, loc.sid, "Target.getTargetInfo", struct{}{}); err == nil {
+				var out struct {
+					TargetInfo struct {
+						TargetID string `json:"targetId"`
+					} `json:"targetInfo"`
+				}
+				if json.Unmarshal(raw, &out) == nil {
+					r.targetID = out.TargetInfo.TargetID
+				}
+			}
+		}
 	}()
-	if raw, err := c.Call(cctx, loc.sid, "Page.getFrameTree", struct{}{}); err == nil {
-		if loader, ok := frameLoader(raw, loc.frameID); ok && loader != "" {
-			r.loaderID = loader
-		}
+}
+
+// awaitTaint waits until the reads of the connection's last taint are
+// done, so that no client command reaches the browser before them.
+func (in *interceptor) awaitTaint(ctx context.Context) {
+	r := in.pending.Load()
+	if r == nil {
+		return
 	}
-	wg.Wait()
-	if r.targetID == "" {
-		if raw, err := c.Call(cctx, loc.sid, "Target.getTargetInfo", struct{}{}); err == nil {
-			var out struct {
-				TargetInfo struct {
-					TargetID string `json:"targetId"`
-				} `json:"targetInfo"`
-			}
-			if json.Unmarshal(raw, &out) == nil {
-				r.targetID = out.TargetInfo.TargetID
-			}
-		}
+	select {
+	case <-r.ready:
+	case <-ctx.Done():
 	}
+	in.pending.CompareAndSwap(r, nil)
 }
 
 // gateTainted refuses a command that would run the client's script or
