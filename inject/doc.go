@@ -60,6 +60,24 @@
 // focus-toggling page catch the value in another origin's frame); an element
 // that takes no execCommand text is refused.
 //
+// When the Vault also implements Lister (the daemon's does), the secret's
+// origins are checked against the focused frame before anything is
+// decrypted.
+//
+// # Taint
+//
+// After a write, the typed-into document is tainted (Taints, one per daemon
+// session, shared by its connections): while it is shown, every connection
+// of the session is refused the commands that would run its own script,
+// read objects script made, change the DOM or style, hand the page content
+// of its making, or copy the selection (see Gated). A prompt-injected agent
+// could otherwise read the value back in forms no scrubber knows or send it
+// elsewhere. The document is identified by its frame's loader and its
+// top-level history entry, read right after the write (before the
+// connection's next command); the check is live, so the taint sleeps while
+// another document is shown and wakes if the browser brings the typed-into
+// one back.
+//
 // The value is decrypted by the Vault into a memguard buffer, escaped straight
 // from it into an outgoing params buffer sized once (never regrown), which is
 // wiped when Conn.Call returns; the LockedBuffer is destroyed after the write.
