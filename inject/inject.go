@@ -315,6 +315,12 @@ func (in *interceptor) Event(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.M
 		if bytes.Contains(m.Raw, []byte(worldPrefix)) {
 			return cdpproxy.Verdict{Kind: cdpproxy.Drop}, nil
 		}
+	case "Input.dragIntercepted":
+		// The drag data is the dragged selection: part of a typed value
+		// would pass the scrubber. Not shown while any taint is recorded.
+		if in.o.Taints.Len() > 0 {
+			return cdpproxy.Verdict{Kind: cdpproxy.Drop}, nil
+		}
 	case "Runtime.executionContextDestroyed", "Runtime.executionContextsCleared":
 		return in.contextGone(c, m), nil
 	case "Target.attachedToTarget":

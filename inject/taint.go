@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -352,21 +353,34 @@ func (in *interceptor) awaitTaint(ctx context.Context) {
 }
 
 // gateTainted refuses a command that would run the client's script or
-// change the DOM while a document of the session holds a typed value. It
-// returns nil when the command may go on.
+// change the DOM while a document of the session holds a typed value, or
+// that would plant script in a page whose typed-into document the browser
+// could bring back. It returns nil when the command may go on.
 func (in *interceptor) gateTainted(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) *cdpproxy.Verdict {
 	t := in.o.Taints
-	if t == nil || t.Len() == 0 || !Gated(m.Method, m.Raw) {
+	if t == nil || t.Len() == 0 {
+		return nil
+	}
+	ti, _ := c.Target(m.SessionID)
+	if plantsScript(m.Method, m.Raw) {
+		if r := t.recordedOn(ti.TargetID); r != nil {
+			return in.refuseTainted(m, r, "; scripts for new documents are refused in a page that held a typed secret until the page closes")
+		}
+	}
+	if !gated(m.Method, m.Raw, ti.TargetID) {
 		return nil
 	}
 	r := t.live(ctx, c)
 	if r == nil {
 		return nil
 	}
+	return in.refuseTainted(m, r, "; script, DOM changes and reads of input values are refused until that document navigates or closes (submit with a key press or a mouse click)")
+}
+
+func (in *interceptor) refuseTainted(m *cdpproxy.Message, r *taint, why string) *cdpproxy.Verdict {
 	in.o.Metrics.incTainted()
 	in.o.Logger.Info("command refused on a tainted page", slog.String("method", m.Method), slog.String("secret", r.secret), slog.String("origin", r.origin))
-	msg := "cdpvault: " + m.Method + " refused: secret " + r.secret + " was typed into a page of " + r.origin +
-		"; script and DOM changes are refused until that document navigates or closes (submit with a key press or a mouse click)"
+	msg := "cdpvault: " + m.Method + " refused: secret " + r.secret + " was typed into a page of " + r.origin + why
 	var v cdpproxy.Verdict
 	switch m.Method {
 	case "Runtime.evaluate", "Runtime.callFunctionOn", "Runtime.runScript", "Runtime.awaitPromise":
@@ -378,6 +392,241 @@ func (in *interceptor) gateTainted(ctx context.Context, c cdpproxy.Conn, m *cdpp
 		v = reply(cdpproxy.ErrorReply(m, msg))
 	}
 	return &v
+}
+
+// recordedOn returns a record (shown or asleep) of the target, or of any
+// target when targetID is unknown.
+func (t *Taints) recordedOn(targetID string) *taint {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, r := range t.recs {
+		select {
+		case <-r.ready:
+		default:
+			return r // not read yet: it may be this target
+		}
+		if targetID == "" || r.targetID == "" || r.targetID == targetID {
+			return r
+		}
+	}
+	return nil
+}
+
+// plantsScript reports whether a command leaves script of the client's
+// making (or a cleared back/forward cache) for documents the page loads
+// later. Refused in a page while any of its documents is recorded, asleep
+// ones included: the browser can bring a typed-into document back (form
+// state restoration refills a text field in a new document), and such a
+// script would run in it. Playwright's empty utility-world script passes.
+func plantsScript(method string, raw []byte) bool {
+	switch method {
+	case "Page.addScriptToEvaluateOnNewDocument", "Page.reload":
+	default:
+		return strings.HasPrefix(method, "Memory.") || method == "Page.setDocumentContent"
+	}
+	p, ok := strictParams(raw)
+	if !ok {
+		return true
+	}
+	key := "source"
+	if method == "Page.reload" {
+		key = "scriptToEvaluateOnLoad"
+	}
+	v, present := p[key]
+	if !present {
+		return false
+	}
+	var src string
+	if json.Unmarshal(v, &src) != nil {
+		return true
+	}
+	return src != ""
+}
+
+// gatedMethods run the client's script in a page, read objects script
+// made or input values, or change the document: refused while a document
+// holds a typed value.
+var gatedMethods = map[string]bool{
+	"Runtime.evaluate":                     true,
+	"Runtime.callFunctionOn":               true,
+	"Runtime.compileScript":                true,
+	"Runtime.runScript":                    true,
+	"Runtime.awaitPromise":                 true,
+	"Runtime.getProperties":                true,
+	"Runtime.queryObjects":                 true,
+	"Runtime.globalLexicalScopeNames":      true,
+	"Runtime.getExceptionDetails":          true,
+	"DOM.setAttributeValue":                true,
+	"DOM.setAttributesAsText":              true,
+	"DOM.removeAttribute":                  true,
+	"DOM.setOuterHTML":                     true,
+	"DOM.setNodeValue":                     true,
+	"DOM.setNodeName":                      true,
+	"DOM.removeNode":                       true,
+	"DOM.moveTo":                           true,
+	"DOM.copyTo":                           true,
+	"DOM.undo":                             true,
+	"DOM.redo":                             true,
+	"CSS.addRule":                          true,
+	"CSS.createStyleSheet":                 true,
+	"CSS.setStyleSheetText":                true,
+	"CSS.setRuleSelector":                  true,
+	"CSS.setKeyframeKey":                   true,
+	"CSS.setStyleTexts":                    true,
+	"CSS.setMediaText":                     true,
+	"CSS.setContainerQueryText":            true,
+	"CSS.setSupportsText":                  true,
+	"CSS.setScopeText":                     true,
+	"CSS.setPropertyRulePropertyName":      true,
+	"CSS.setEffectivePropertyValueForNode": true,
+	"Page.setDocumentContent":              true,
+	"Fetch.fulfillRequest":                 true,
+	"Network.continueInterceptedRequest":   true,
+	// Snapshots and the accessibility tree show input values (and a
+	// password's length), which one edited character takes past the
+	// scrubber.
+	"DOMSnapshot.captureSnapshot": true,
+	"DOMSnapshot.getSnapshot":     true,
+	// Intercepted drags carry the dragged (selected) text.
+	"Input.setInterceptDrags": true,
+}
+
+// gatedPrefixes: whole domains refused while a document holds a typed
+// value. Debugger and breakpoints pause the page's own script with its
+// values in reach; heap snapshots hold every string; the accessibility
+// tree shows field values.
+var gatedPrefixes = []string{"Debugger.", "DOMDebugger.set", "EventBreakpoints.set", "HeapProfiler.", "Accessibility."}
+
+// debuggerAllowed are Debugger commands that cannot reveal anything.
+var debuggerAllowed = map[string]bool{"Debugger.enable": true, "Debugger.disable": true, "Debugger.resume": true}
+
+// Gated reports whether the command method (with its raw message) is
+// refused while a document holds a typed value: it runs script in a page,
+// reads objects script made or input values, changes the document or its
+// style, hands the page content of the client's making (a javascript:
+// navigation, a script run at once in existing documents, a fulfilled or
+// redirected request) or copies the selection. Parameters are read as
+// Chrome reads them (exact, case-sensitive names); a params object with a
+// name twice, or two names equal but for case, is refused.
+func Gated(method string, raw []byte) bool { return gated(method, raw, "") }
+
+// gated is Gated for a command on a target whose main frame is mainFrame
+// ("" when unknown): navigating any other frame of a tainted page is
+// refused too.
+func gated(method string, raw []byte, mainFrame string) bool {
+	if gatedMethods[method] {
+		return true
+	}
+	for _, pre := range gatedPrefixes {
+		if strings.HasPrefix(method, pre) {
+			return !debuggerAllowed[method]
+		}
+	}
+	switch method {
+	case "Page.navigate", "Page.addScriptToEvaluateOnNewDocument", "Fetch.continueRequest", methodKeyEvent:
+	default:
+		return false
+	}
+	p, ok := strictParams(raw)
+	if !ok {
+		return true
+	}
+	str := func(k string) (string, bool) {
+		v, present := p[k]
+		if !present {
+			return "", true
+		}
+		var s string
+		return s, json.Unmarshal(v, &s) == nil
+	}
+	switch method {
+	case "Page.navigate":
+		u, ok := str("url")
+		frame, ok2 := str("frameId")
+		if !ok || !ok2 || frame != "" && mainFrame != "" && frame != mainFrame {
+			return true // another frame of the page: it could load a document that reaches the value
+		}
+		u = strings.ToLower(strings.TrimLeft(u, " \t\r\n\f\v\x00"))
+		u = strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(u)
+		return strings.HasPrefix(u, "javascript:")
+	case "Page.addScriptToEvaluateOnNewDocument":
+		v, present := p["runImmediately"]
+		return present && string(bytes.TrimSpace(v)) != "false"
+	case "Fetch.continueRequest": // a changed URL can hand the page another script
+		_, present := p["url"]
+		return present
+	default:
+		return clipboardKey(p)
+	}
+}
+
+// strictParams returns the members of the message's params object by
+// their exact names, or false when params is not one object or holds a
+// name twice or two names that differ only by case (Go's decoder and
+// Chrome's would then read different members).
+func strictParams(raw []byte) (map[string]json.RawMessage, bool) {
+	var params json.RawMessage
+	n := 0
+	if !walkObject(raw, func(key string, val json.RawMessage) bool {
+		if strings.EqualFold(key, "params") {
+			params = val
+			n++
+		}
+		return true
+	}) || n > 1 {
+		return nil, false
+	}
+	out := map[string]json.RawMessage{}
+	if n == 0 {
+		return out, true
+	}
+	lower := map[string]bool{}
+	ok := walkObject(params, func(key string, val json.RawMessage) bool {
+		l := strings.ToLower(key)
+		if lower[l] {
+			return false
+		}
+		lower[l] = true
+		out[key] = val
+		return true
+	})
+	return out, ok
+}
+
+// clipboardKey reports whether a key event copies or cuts the selection
+// (an editing command, or Ctrl/Meta with C, X or Insert, or the Copy and
+// Cut keys): a typed value copied from a text field could be pasted into
+// another origin's page once the taint ends.
+func clipboardKey(p map[string]json.RawMessage) bool {
+	var commands []string
+	var key, code string
+	var modifiers int
+	for k, dst := range map[string]any{"commands": &commands, "key": &key, "code": &code, "modifiers": &modifiers} {
+		if v, present := p[k]; present && json.Unmarshal(v, dst) != nil {
+			return true
+		}
+	}
+	for _, c := range commands {
+		if c := strings.ToLower(c); strings.Contains(c, "copy") || strings.Contains(c, "cut") {
+			return true
+		}
+	}
+	switch key {
+	case "Copy", "Cut":
+		return true
+	}
+	if modifiers&(modCtrl|modMeta) == 0 {
+		return false
+	}
+	switch strings.ToLower(key) {
+	case "c", "x", "insert":
+		return true
+	}
+	switch code {
+	case "KeyC", "KeyX", "Insert":
+		return true
+	}
+	return false
 }
 
 // exceptionReply answers a script command with a result that reports an
@@ -412,131 +661,4 @@ func exceptionReply(m *cdpproxy.Message, msg string) []byte {
 		return cdpproxy.ErrorReply(m, msg)
 	}
 	return b
-}
-
-// gatedMethods run the client's script in a page, read objects script
-// made, or change the document: refused while a document holds a typed
-// value.
-var gatedMethods = map[string]bool{
-	"Runtime.evaluate":                     true,
-	"Runtime.callFunctionOn":               true,
-	"Runtime.compileScript":                true,
-	"Runtime.runScript":                    true,
-	"Runtime.awaitPromise":                 true,
-	"Runtime.getProperties":                true,
-	"Runtime.queryObjects":                 true,
-	"Runtime.globalLexicalScopeNames":      true,
-	"Runtime.getExceptionDetails":          true,
-	"Debugger.evaluateOnCallFrame":         true,
-	"Debugger.setScriptSource":             true,
-	"Debugger.setBreakpoint":               true,
-	"Debugger.setBreakpointByUrl":          true,
-	"Debugger.setBreakpointOnFunctionCall": true,
-	"Debugger.setReturnValue":              true,
-	"Debugger.setVariableValue":            true,
-	"Debugger.restartFrame":                true,
-	"DOM.setAttributeValue":                true,
-	"DOM.setAttributesAsText":              true,
-	"DOM.removeAttribute":                  true,
-	"DOM.setOuterHTML":                     true,
-	"DOM.setNodeValue":                     true,
-	"DOM.setNodeName":                      true,
-	"DOM.removeNode":                       true,
-	"DOM.moveTo":                           true,
-	"DOM.copyTo":                           true,
-	"DOM.undo":                             true,
-	"DOM.redo":                             true,
-	"CSS.addRule":                          true,
-	"CSS.createStyleSheet":                 true,
-	"CSS.setStyleSheetText":                true,
-	"CSS.setRuleSelector":                  true,
-	"CSS.setKeyframeKey":                   true,
-	"CSS.setStyleTexts":                    true,
-	"CSS.setMediaText":                     true,
-	"CSS.setContainerQueryText":            true,
-	"CSS.setSupportsText":                  true,
-	"CSS.setScopeText":                     true,
-	"CSS.setPropertyRulePropertyName":      true,
-	"CSS.setEffectivePropertyValueForNode": true,
-	"Page.setDocumentContent":              true,
-	"Fetch.fulfillRequest":                 true,
-	"Network.continueInterceptedRequest":   true,
-}
-
-// Gated reports whether the command method (with its raw message) is
-// refused while a document holds a typed value: it runs script in a page,
-// reads objects script made, changes the document or its style, or hands
-// the page content of the client's making (a javascript: navigation, a
-// script run at once in existing documents, a fulfilled or redirected
-// request).
-func Gated(method string, raw []byte) bool {
-	if gatedMethods[method] {
-		return true
-	}
-	switch method {
-	case "Page.navigate", "Page.addScriptToEvaluateOnNewDocument", "Fetch.continueRequest":
-	case methodKeyEvent:
-		return clipboardKey(raw)
-	default:
-		return false
-	}
-	var p struct {
-		Params struct {
-			URL            string `json:"url"`
-			RunImmediately bool   `json:"runImmediately"`
-		} `json:"params"`
-	}
-	if json.Unmarshal(raw, &p) != nil {
-		return true
-	}
-	switch method {
-	case "Page.navigate":
-		u := strings.ToLower(strings.TrimLeft(p.Params.URL, " \t\r\n\f\v\x00"))
-		u = strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(u)
-		return strings.HasPrefix(u, "javascript:")
-	case "Page.addScriptToEvaluateOnNewDocument":
-		return p.Params.RunImmediately
-	default: // Fetch.continueRequest: a changed URL can hand the page another script
-		return p.Params.URL != ""
-	}
-}
-
-// clipboardKey reports whether a key event copies or cuts the selection
-// (an editing command, or Ctrl/Meta with C, X or Insert, or the Copy and
-// Cut keys): a typed value copied from a text field could be pasted into
-// another origin's page once the taint ends.
-func clipboardKey(raw []byte) bool {
-	var p struct {
-		Params struct {
-			Type      string   `json:"type"`
-			Key       string   `json:"key"`
-			Code      string   `json:"code"`
-			Modifiers int      `json:"modifiers"`
-			Commands  []string `json:"commands"`
-		} `json:"params"`
-	}
-	if json.Unmarshal(raw, &p) != nil {
-		return true
-	}
-	for _, c := range p.Params.Commands {
-		if c := strings.ToLower(c); strings.Contains(c, "copy") || strings.Contains(c, "cut") {
-			return true
-		}
-	}
-	switch p.Params.Key {
-	case "Copy", "Cut":
-		return true
-	}
-	if p.Params.Modifiers&(modCtrl|modMeta) == 0 {
-		return false
-	}
-	switch strings.ToLower(p.Params.Key) {
-	case "c", "x", "insert":
-		return true
-	}
-	switch p.Params.Code {
-	case "KeyC", "KeyX", "Insert":
-		return true
-	}
-	return false
 }

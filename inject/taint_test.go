@@ -3,6 +3,7 @@ package inject
 import (
 	"encoding/json"
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -221,6 +222,31 @@ func TestChromiumNoTaintWithoutInjection(t *testing.T) {
 	e.cl.eval(e.sid, `document.title`)
 }
 
+func TestPlantsScript(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		method, raw string
+		want        bool
+	}{
+		{"Page.addScriptToEvaluateOnNewDocument", `{"params":{"source":"","worldName":"__playwright_utility_world__"}}`, false},
+		{"Page.addScriptToEvaluateOnNewDocument", `{"params":{"source":"fetch(1)"}}`, true},
+		{"Page.addScriptToEvaluateOnNewDocument", `{"params":{"source":"","Source":"fetch(1)"}}`, true},
+		{"Page.reload", `{"params":{}}`, false},
+		{"Page.reload", `{"params":{"scriptToEvaluateOnLoad":"fetch(1)"}}`, true},
+		{"Memory.simulatePressureNotification", `{"params":{"level":"critical"}}`, true},
+		{"Page.navigate", `{"params":{"url":"https://acme.test/"}}`, false},
+	}
+	for _, c := range cases {
+		if got := plantsScript(c.method, []byte(c.raw)); got != c.want {
+			t.Errorf("plantsScript(%s, %s) = %v, want %v", c.method, c.raw, got, c.want)
+		}
+	}
+	if !gated("Page.navigate", []byte(`{"params":{"url":"https://acme.test/","frameId":"CHILD"}}`), "MAIN") ||
+		gated("Page.navigate", []byte(`{"params":{"url":"https://acme.test/","frameId":"MAIN"}}`), "MAIN") {
+		t.Error("navigating a child frame of a tainted page must be refused, the main frame not")
+	}
+}
+
 func TestGated(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -254,6 +280,27 @@ func TestGated(t *testing.T) {
 		{methodKeyEvent, `{"params":{"type":"keyDown","key":"c","text":"c"}}`, false},
 		{methodKeyEvent, `{"params":{"type":"keyDown","key":"Copy"}}`, true},
 		{methodKeyEvent, `{"params":{"type":"keyDown","key":"q","commands":["Cut"]}}`, true},
+		// Chrome reads exact lower-case names; Go's decoder would take the
+		// last case-insensitive match. Such params are refused whole.
+		{"Page.addScriptToEvaluateOnNewDocument", `{"params":{"source":"x","runImmediately":true,"RunImmediately":false}}`, true},
+		{"Page.navigate", `{"params":{"url":"javascript:x","URL":"https://acme.test/"}}`, true},
+		{"Page.navigate", `{"params":{"url":"https://acme.test/","url":"javascript:x"}}`, true},
+		{"Fetch.continueRequest", `{"params":{"requestId":"1","Url":"x"}}`, false},
+		{"Fetch.continueRequest", `{"params":{"requestId":"1","url":"x","Url":"y"}}`, true},
+		{methodKeyEvent, `{"params":{"type":"keyDown","key":"c","Key":"a","modifiers":2}}`, true},
+		{methodKeyEvent, `{"Params":{"type":"keyDown","key":"a"},"params":{"type":"keyDown","key":"a"}}`, true},
+		{"DOMSnapshot.captureSnapshot", `{}`, true},
+		{"Accessibility.getFullAXTree", `{}`, true},
+		{"Accessibility.queryAXTree", `{}`, true},
+		{"HeapProfiler.takeHeapSnapshot", `{}`, true},
+		{"Debugger.pause", `{}`, true},
+		{"Debugger.stepOut", `{}`, true},
+		{"Debugger.resume", `{}`, false},
+		{"Debugger.enable", `{}`, false},
+		{"DOMDebugger.setEventListenerBreakpoint", `{}`, true},
+		{"EventBreakpoints.setInstrumentationBreakpoint", `{}`, true},
+		{"Input.setInterceptDrags", `{}`, true},
+		{"DOM.getDocument", `{}`, false},
 	}
 	for _, c := range cases {
 		if got := Gated(c.method, []byte(c.raw)); got != c.want {
@@ -292,4 +339,75 @@ func TestChromiumRefusedOriginDecryptsNothing(t *testing.T) {
 	if recs := e.audit.all(); len(recs) != 2 || recs[0].Result != AuditRefused || recs[0].Version != 3 || recs[1].Result != AuditInjected {
 		t.Errorf("audit %+v", recs)
 	}
+}
+
+// TestChromiumTaintRedTeamFindings: what a red-team run got past the first
+// taint. An edit of one character and a snapshot read (DOMSnapshot, the
+// accessibility tree) would show the rest of the value; a script for new
+// documents planted after typing runs in a child frame the agent
+// navigates, or in the typed-into document brought back from history
+// after the back/forward cache is flushed.
+func TestChromiumTaintRedTeamFindings(t *testing.T) {
+	t.Parallel()
+	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw"}, envConfig{autoAttach: true, taints: NewTaints()})
+	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
+	e.navigate(e.site.url("acme.test", "/framed?src="+url.QueryEscape(e.site.url("acme.test", "/plain"))))
+	e.cl.waitEval(e.sid, `!!document.getElementById('fr').contentDocument && document.getElementById('fr').contentDocument.readyState === 'complete'`)
+	var ft struct {
+		FrameTree struct {
+			Frame       struct{ ID string }
+			ChildFrames []struct{ Frame struct{ ID string } }
+		}
+	}
+	_ = json.Unmarshal(e.cl.must(e.sid, "Page.getFrameTree", nil), &ft)
+	if len(ft.FrameTree.ChildFrames) != 1 {
+		t.Fatalf("frame tree %+v", ft)
+	}
+	child := ft.FrameTree.ChildFrames[0].Frame.ID
+	e.cl.eval(e.sid, `document.getElementById('outer').focus()`)
+	if err := e.typeText("fill", "<<secret:pw>>"); err != nil {
+		t.Fatalf("typing: %v", err)
+	}
+	// Editing keys are input and pass; reads of the edited value do not.
+	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "rawKeyDown", "key": "Home", "code": "Home", "windowsVirtualKeyCode": 36})
+	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "rawKeyDown", "key": "Delete", "code": "Delete", "windowsVirtualKeyCode": 46})
+	for _, a := range []struct {
+		method string
+		params any
+	}{
+		{"DOMSnapshot.captureSnapshot", map[string]any{"computedStyles": []string{}}},
+		{"Accessibility.getFullAXTree", map[string]any{}},
+		{"Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": "top.document.title"}},
+		{"Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": "1", "runImmediately": true, "RunImmediately": false}},
+		{"Page.navigate", map[string]any{"url": e.site.url("acme.test", "/plain?2"), "frameId": child}},
+		{"Page.navigate", map[string]any{"url": "javascript:1", "URL": e.site.url("acme.test", "/plain")}},
+		{"Memory.simulatePressureNotification", map[string]any{"level": "critical"}},
+	} {
+		_, err := e.cl.send(e.sid, a.method, a.params)
+		wantTaintRefusal(t, a.method, err)
+	}
+	// Playwright's own utility-world registration (empty source) passes.
+	e.cl.must(e.sid, "Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": "", "worldName": "utility"})
+
+	// Another document: script runs again, but no script may be planted in
+	// this page while the typed-into document can come back.
+	e.navigate(e.site.url("acme.test", "/plain"))
+	e.cl.eval(e.sid, `document.title`)
+	for _, a := range []struct {
+		method string
+		params any
+	}{
+		{"Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": "fetch('/x')"}},
+		{"Page.reload", map[string]any{"scriptToEvaluateOnLoad": "fetch('/x')"}},
+		{"Memory.simulatePressureNotification", map[string]any{"level": "critical"}},
+	} {
+		_, err := e.cl.send(e.sid, a.method, a.params)
+		wantTaintRefusal(t, a.method+" while asleep", err)
+	}
+	// Another page of the session may.
+	var ct struct{ TargetID string }
+	_ = json.Unmarshal(e.cl.must("", "Target.createTarget", map[string]any{"url": "about:blank"}), &ct)
+	var at struct{ SessionID string }
+	_ = json.Unmarshal(e.cl.must("", "Target.attachToTarget", map[string]any{"targetId": ct.TargetID, "flatten": true}), &at)
+	e.cl.must(at.SessionID, "Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": "1"})
 }
