@@ -221,6 +221,10 @@ func reply(data []byte) cdpproxy.Verdict {
 // Command implements cdpproxy.Interceptor.
 func (in *interceptor) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
 	in.awaitTaint(ctx)
+	if bypassesProxy[m.Method] {
+		in.o.Logger.Info("command refused", slog.String("method", m.Method), slog.String("reason", "bypasses cdpvault"))
+		return reply(cdpproxy.ErrorReply(m, "cdpvault: "+m.Method+" refused: it would give page script a DevTools channel that does not pass through cdpvault")), nil
+	}
 	if v := in.gateTainted(ctx, c, m); v != nil {
 		return *v, nil
 	}
@@ -263,6 +267,11 @@ func (in *interceptor) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy
 
 // placeholderOutside reports whether a placeholder occurs in the message
 // anywhere but in params[field]. Undecodable messages count as "yes".
+// bypassesProxy are commands refused in every session: they open a
+// DevTools channel to the browser that page script could use, past every
+// interceptor (injection rules, taint, scrubbing).
+var bypassesProxy = map[string]bool{"Target.exposeDevToolsProtocol": true}
+
 func placeholderOutside(raw []byte, field string) bool {
 	var msg map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &msg); err != nil {

@@ -386,6 +386,11 @@ func TestChromiumTaintRedTeamFindings(t *testing.T) {
 		_, err := e.cl.send(e.sid, a.method, a.params)
 		wantTaintRefusal(t, a.method, err)
 	}
+	// Never, tainted or not: page script with a DevTools channel of its own.
+	_, err := e.cl.send("", "Target.exposeDevToolsProtocol", map[string]any{"targetId": ct0(e), "bindingName": "cdp"})
+	if err == nil || !strings.Contains(err.Error(), "cdpvault: Target.exposeDevToolsProtocol refused") {
+		t.Errorf("exposeDevToolsProtocol: %v", err)
+	}
 	// Playwright's own utility-world registration (empty source) passes.
 	e.cl.must(e.sid, "Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": "", "worldName": "utility"})
 
@@ -410,4 +415,10 @@ func TestChromiumTaintRedTeamFindings(t *testing.T) {
 	var at struct{ SessionID string }
 	_ = json.Unmarshal(e.cl.must("", "Target.attachToTarget", map[string]any{"targetId": ct.TargetID, "flatten": true}), &at)
 	e.cl.must(at.SessionID, "Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": "1"})
+}
+
+// ct0 is the target id of the env's page.
+func ct0(e *browserEnv) string {
+	ti, _ := e.conn.Target(e.sid)
+	return ti.TargetID
 }
