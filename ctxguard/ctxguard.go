@@ -16,7 +16,7 @@ import (
 
 // Refusal messages (part of what agents see; tests pin them).
 const (
-	MsgProxyServer     = "cdpvault: proxyServer is set by cdpvault for geo sessions"
+	MsgProxyServer     = "cdpvault: proxyServer is chosen by cdpvault (a session's traffic goes through its geo pool or directly)"
 	MsgCreateTarget    = "cdpvault: sessions in attach mode open pages only in their own browser context; call Target.createBrowserContext first"
 	MsgBrowserClose    = "cdpvault: the browser is shared (attach mode); it cannot be closed or crashed from a session"
 	MsgForeignCtx      = "cdpvault: sessions in attach mode may only use their own browser contexts (created with Target.createBrowserContext)"
@@ -552,10 +552,11 @@ func NewShared(o Options) cdpproxy.Interceptor {
 	return &sharedConn{log: log}
 }
 
-// NewLaunchGeo returns the interceptor for a connection of a geo session in
-// launch mode, whose own browser was started with the pool's forwarder as
-// --proxy-server: every context inherits that proxy unless the agent names
-// another, so Target.createBrowserContext carrying proxyServer or
+// NewLaunchGeo returns the interceptor for a connection of a session in
+// launch mode (a geo session's browser was started with the pool's
+// forwarder as --proxy-server; any other goes direct): every context
+// inherits that unless the agent names a proxy, which could read the
+// traffic (a login POST with a typed secret), so Target.createBrowserContext carrying proxyServer or
 // proxyBypassList (in any spelling Chrome's parser accepts, or with repeated
 // members) is refused. Everything else is forwarded.
 func NewLaunchGeo(o Options) cdpproxy.Interceptor {

@@ -196,8 +196,6 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 	vault := tenantVault{t: t}
 	audit := tenantAudit{t: t, session: s.id, logger: d.logger, bySecret: d.injectBySecret}
 	granted := append([]string(nil), names...)
-	attach := d.cfg.Chrome.URL != ""
-	geoLaunch := !attach && s.fwd != nil
 	guard := s.guard
 	var taints *inject.Taints // shared by the session's connections
 	if d.cfg.Injection.Taint != TaintOff {
@@ -215,7 +213,10 @@ func (m *sessionManager) Create(ctx context.Context, t *secretstore.Tenant, req 
 			switch {
 			case guard != nil:
 				chain = append(chain, guard.Interceptor())
-			case geoLaunch:
+			default:
+				// Launch mode, geo or not: the agent may not route its
+				// traffic through a proxy of its choosing (it would read the
+				// login POST with the typed secret).
 				chain = append(chain, ctxguard.NewLaunchGeo(ctxguard.Options{Logger: d.logger}))
 			}
 			return append(chain,

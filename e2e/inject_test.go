@@ -544,3 +544,33 @@ func TestInjectTaint(t *testing.T) {
 	}
 	f.AssertDaemonOutputClean(t)
 }
+
+// TestLaunchSessionRefusesAgentProxy: in a session without geo the agent may
+// not route its browser through a proxy of its own (it would read the login
+// POST carrying the typed secret), nor hand a page a DevTools channel past
+// the daemon.
+func TestLaunchSessionRefusesAgentProxy(t *testing.T) {
+	t.Parallel()
+	f := NewFixture(t, "info")
+	s := f.D.NewSession(t, f.Token, SessionOpts{Secrets: []string{acmePlain}})
+	r := DialRaw(t, s.WSURL)
+	for _, params := range []map[string]any{
+		{"proxyServer": "http://127.0.0.1:1"},
+		{"proxyBypassList": "*"},
+		{"proxyServer": "http://127.0.0.1:1", "ProxyServer": ""},
+	} {
+		resp := r.Call("", "Target.createBrowserContext", params)
+		if resp.Error == nil || !strings.HasPrefix(resp.Error.Message, "cdpvault:") {
+			t.Errorf("Target.createBrowserContext %v: %s %+v, want a cdpvault refusal", params, resp.Result, resp.Error)
+		}
+	}
+	var bc struct {
+		BrowserContextID string `json:"browserContextId"`
+	}
+	r.MustCall("", "Target.createBrowserContext", map[string]any{}, &bc)
+	target, _ := r.NewPageSession("about:blank")
+	resp := r.Call("", "Target.exposeDevToolsProtocol", map[string]any{"targetId": target, "bindingName": "cdp"})
+	if resp.Error == nil || !strings.HasPrefix(resp.Error.Message, "cdpvault:") {
+		t.Errorf("Target.exposeDevToolsProtocol: %s %+v, want a cdpvault refusal", resp.Result, resp.Error)
+	}
+}
