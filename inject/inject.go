@@ -324,6 +324,14 @@ func (in *interceptor) Event(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.M
 		if bytes.Contains(m.Raw, []byte(worldPrefix)) {
 			return cdpproxy.Verdict{Kind: cdpproxy.Drop}, nil
 		}
+	case "DOM.characterDataModified", "DOM.attributeModified":
+		// Text node and attribute changes carry an input's edited value
+		// (its user-agent shadow text, a value attribute the page keeps in
+		// sync) to a client that read the tree before the secret was
+		// typed. Not shown while any taint is recorded.
+		if in.o.Taints.Len() > 0 && (m.Method == "DOM.characterDataModified" || bytes.Contains(m.Raw, []byte(`"name":"value"`))) {
+			return cdpproxy.Verdict{Kind: cdpproxy.Drop}, nil
+		}
 	case "Input.dragIntercepted":
 		// The drag data is the dragged selection: part of a typed value
 		// would pass the scrubber. Not shown while any taint is recorded.
@@ -484,7 +492,20 @@ func otherFieldsPlaceholder(raw []byte) (string, bool) {
 	return "", false
 }
 
+// sink handles an input command (see sinkLocked); input that goes on to
+// the page as the client sent it may not edit a document holding a typed
+// value (refuseEdit).
 func (in *interceptor) sink(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
+	v, err := in.sinkLocked(ctx, c, m)
+	if err == nil && v.Kind == cdpproxy.Forward {
+		if r := in.refuseEdit(ctx, c, m); r != nil {
+			return *r, nil
+		}
+	}
+	return v, err
+}
+
+func (in *interceptor) sinkLocked(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) (cdpproxy.Verdict, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.conn = c
@@ -655,8 +676,10 @@ func (in *interceptor) flushBefore(ctx context.Context, c cdpproxy.Conn, sid str
 	for n < len(h.cmds) && (h.cmds[n].end < off || h.cmds[n].end == off && !h.cmds[n].lead) {
 		n++
 	}
-	for i := 0; i < n; i++ {
-		in.send(ctx, c, sid, h.cmds[i])
+	if n > 0 && in.mayType(ctx, c, sid) {
+		for i := 0; i < n; i++ {
+			in.send(ctx, c, sid, h.cmds[i])
+		}
 	}
 	if n == len(h.cmds) {
 		cut := len(h.text)
@@ -683,6 +706,9 @@ func (in *interceptor) flushLocked(ctx context.Context, c cdpproxy.Conn, sid str
 		return
 	}
 	in.dropHold(sid)
+	if !in.mayType(ctx, c, sid) {
+		return
+	}
 	for _, hc := range h.cmds {
 		in.send(ctx, c, sid, hc)
 	}

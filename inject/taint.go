@@ -487,6 +487,8 @@ var gatedMethods = map[string]bool{
 	// scrubber.
 	"DOMSnapshot.captureSnapshot": true,
 	"DOMSnapshot.getSnapshot":     true,
+	// Style matching can test attribute values the page keeps in sync.
+	"CSS.getMatchedStylesForNode": true,
 	// Intercepted drags carry the dragged (selected) text.
 	"Input.setInterceptDrags": true,
 }
@@ -499,6 +501,20 @@ var gatedPrefixes = []string{"Debugger.", "DOMDebugger.set", "EventBreakpoints.s
 
 // debuggerAllowed are Debugger commands that cannot reveal anything.
 var debuggerAllowed = map[string]bool{"Debugger.enable": true, "Debugger.disable": true, "Debugger.resume": true}
+
+// domAllowed are the DOM commands a client needs to click and focus while
+// a document holds a typed value: geometry, focus and handles. Every other
+// DOM command reads the tree, and the tree holds an input's value (the text
+// node in its user-agent shadow root, a value attribute the page keeps in
+// sync, a contenteditable's text): one edited character, or an attribute
+// selector used as an oracle, would take it past the scrubber.
+var domAllowed = map[string]bool{
+	"DOM.enable": true, "DOM.disable": true, "DOM.focus": true, "DOM.scrollIntoViewIfNeeded": true,
+	"DOM.getContentQuads": true, "DOM.getBoxModel": true, "DOM.getNodeForLocation": true, "DOM.resolveNode": true,
+	"DOM.discardSearchResults": true, "DOM.setFileInputFiles": true, "DOM.markUndoableState": true,
+	"DOM.hideHighlight": true, "DOM.highlightNode": true, "DOM.highlightRect": true, "DOM.getFrameOwner": true,
+	"DOM.setNodeStackTracesEnabled": true,
+}
 
 // Gated reports whether the command method (with its raw message) is
 // refused while a document holds a typed value: it runs script in a page,
@@ -521,6 +537,9 @@ func gated(method string, raw []byte, mainFrame string) bool {
 		if strings.HasPrefix(method, pre) {
 			return !debuggerAllowed[method]
 		}
+	}
+	if strings.HasPrefix(method, "DOM.") {
+		return !domAllowed[method]
 	}
 	switch method {
 	case "Page.navigate", "Page.addScriptToEvaluateOnNewDocument", "Fetch.continueRequest", methodKeyEvent:
@@ -593,40 +612,30 @@ func strictParams(raw []byte) (map[string]json.RawMessage, bool) {
 	return out, ok
 }
 
-// clipboardKey reports whether a key event copies or cuts the selection
-// (an editing command, or Ctrl/Meta with C, X or Insert, or the Copy and
-// Cut keys): a typed value copied from a text field could be pasted into
-// another origin's page once the taint ends.
+// clipboardKey reports whether a key event could copy or cut the
+// selection: any editing command, any key with Ctrl or Meta held (Chrome
+// copies on the key code alone, whatever key and code say), Shift+Delete,
+// or the Copy and Cut keys. A typed value copied from a text field could be
+// pasted into another origin's page once the taint sleeps.
 func clipboardKey(p map[string]json.RawMessage) bool {
 	var commands []string
 	var key, code string
-	var modifiers int
-	for k, dst := range map[string]any{"commands": &commands, "key": &key, "code": &code, "modifiers": &modifiers} {
+	var modifiers, vk, nvk int
+	for k, dst := range map[string]any{"commands": &commands, "key": &key, "code": &code, "modifiers": &modifiers,
+		"windowsVirtualKeyCode": &vk, "nativeVirtualKeyCode": &nvk} {
 		if v, present := p[k]; present && json.Unmarshal(v, dst) != nil {
 			return true
 		}
 	}
-	for _, c := range commands {
-		if c := strings.ToLower(c); strings.Contains(c, "copy") || strings.Contains(c, "cut") {
-			return true
-		}
+	if len(commands) > 0 || modifiers&(modCtrl|modMeta) != 0 {
+		return true
 	}
 	switch key {
 	case "Copy", "Cut":
 		return true
 	}
-	if modifiers&(modCtrl|modMeta) == 0 {
-		return false
-	}
-	switch strings.ToLower(key) {
-	case "c", "x", "insert":
-		return true
-	}
-	switch code {
-	case "KeyC", "KeyX", "Insert":
-		return true
-	}
-	return false
+	const modShift, vkDelete = 8, 46
+	return modifiers&modShift != 0 && (key == "Delete" || code == "Delete" || vk == vkDelete || nvk == vkDelete)
 }
 
 // exceptionReply answers a script command with a result that reports an
@@ -661,4 +670,75 @@ func exceptionReply(m *cdpproxy.Message, msg string) []byte {
 		return cdpproxy.ErrorReply(m, msg)
 	}
 	return b
+}
+
+// editKeys move the caret or delete: with them (and any text) a client
+// could change one character of a typed value, and the changed value
+// passes the scrubber wherever the page shows or sends it.
+var editKeys = map[string]bool{"Backspace": true, "Delete": true, "ArrowLeft": true, "ArrowRight": true, "ArrowUp": true,
+	"ArrowDown": true, "Home": true, "End": true, "PageUp": true, "PageDown": true}
+
+// editKeyCodes are the same keys' Windows virtual key codes (Chrome acts on
+// the code when key is missing).
+var editKeyCodes = map[int]bool{8: true, 46: true, 37: true, 38: true, 39: true, 40: true, 36: true, 35: true, 33: true, 34: true}
+
+// isEdit reports whether an input command that goes to the page as sent
+// would change text: any text but Enter and Tab, or a caret or delete key.
+func isEdit(method string, raw []byte) bool {
+	p, ok := strictParams(raw)
+	if !ok {
+		return true
+	}
+	var text, key, typ string
+	var vk, nvk int
+	for k, dst := range map[string]any{"text": &text, "key": &key, "type": &typ, "windowsVirtualKeyCode": &vk, "nativeVirtualKeyCode": &nvk} {
+		if v, present := p[k]; present && json.Unmarshal(v, dst) != nil {
+			return true
+		}
+	}
+	switch method {
+	case methodInsertText, methodIME:
+		return text != ""
+	}
+	if typ == "keyUp" {
+		return false
+	}
+	switch text {
+	case "", "\r", "\n", "\t":
+	default:
+		return true
+	}
+	return editKeys[key] || editKeyCodes[vk] || editKeyCodes[nvk]
+}
+
+// refuseEdit refuses input that would edit text while a document of the
+// session holds a typed value (placeholders themselves are typed by the
+// sink; Enter, Tab and clicks pass).
+func (in *interceptor) refuseEdit(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) *cdpproxy.Verdict {
+	t := in.o.Taints
+	if t.Len() == 0 || !isEdit(m.Method, m.Raw) {
+		return nil
+	}
+	r := t.live(ctx, c)
+	if r == nil {
+		return nil
+	}
+	return in.refuseTainted(m, r, "; typing other text or editing keys are refused until that document navigates or closes (type secrets last; submit with Enter or a mouse click)")
+}
+
+// mayType reports whether held keystrokes may still be typed into the page
+// of CDP session sid: not while a document holds a typed value (they were
+// answered already; they are dropped and logged).
+func (in *interceptor) mayType(ctx context.Context, c cdpproxy.Conn, sid string) bool {
+	t := in.o.Taints
+	if t.Len() == 0 {
+		return true
+	}
+	r := t.live(ctx, c)
+	if r == nil {
+		return true
+	}
+	in.o.Metrics.incTainted()
+	in.o.Logger.Info("held keys dropped on a tainted page", slog.String("secret", r.secret), slog.String("origin", r.origin))
+	return false
 }

@@ -114,10 +114,10 @@ func TestChromiumTaintRefusesScriptUntilNavigation(t *testing.T) {
 	_, err := cl2.send(at.SessionID, "Runtime.getProperties", map[string]any{"objectId": body})
 	wantTaintRefusal(t, "second connection", err)
 
-	// Reading without script and typing still work.
-	if _, err := e.cl.send(e.sid, "DOM.getDocument", map[string]any{}); err != nil {
-		t.Errorf("DOM.getDocument on a tainted page: %v", err)
-	}
+	// Reading the tree is refused (it holds the field's value); geometry
+	// and typing still work.
+	_, err = e.cl.send(e.sid, "DOM.getDocument", map[string]any{"depth": -1, "pierce": true})
+	wantTaintRefusal(t, "DOM.getDocument", err)
 	if got, want := e.submitWithEnter(), "acme.test \x00"+plainValue; got != want {
 		t.Errorf("site received %q, want %q", got, want)
 	}
@@ -256,7 +256,6 @@ func TestGated(t *testing.T) {
 		{"Runtime.evaluate", `{}`, true},
 		{"Runtime.callFunctionOn", `{}`, true},
 		{"Runtime.releaseObject", `{}`, false},
-		{"DOM.getDocument", `{}`, false},
 		{"DOM.setAttributeValue", `{}`, true},
 		{"Input.dispatchMouseEvent", `{}`, false},
 		{"Page.navigate", `{"params":{"url":"https://acme.test/"}}`, false},
@@ -272,7 +271,12 @@ func TestGated(t *testing.T) {
 		{"Fetch.fulfillRequest", `{}`, true},
 		{methodKeyEvent, `{"params":{"type":"keyDown","key":"a","text":"a"}}`, false},
 		{methodKeyEvent, `{"params":{"type":"keyDown","key":"Enter","text":"\r"}}`, false},
-		{methodKeyEvent, `{"params":{"type":"rawKeyDown","key":"a","modifiers":2,"commands":["selectAll"]}}`, false},
+		{methodKeyEvent, `{"params":{"type":"rawKeyDown","key":"a","modifiers":2,"commands":["selectAll"]}}`, true},
+		{methodKeyEvent, `{"params":{"type":"rawKeyDown","modifiers":2,"windowsVirtualKeyCode":67}}`, true},
+		{methodKeyEvent, `{"params":{"type":"rawKeyDown","key":"Delete","modifiers":8}}`, true},
+		{methodKeyEvent, `{"params":{"type":"rawKeyDown","modifiers":8,"windowsVirtualKeyCode":46}}`, true},
+		{methodKeyEvent, `{"params":{"type":"keyDown","key":"A","text":"A","modifiers":8}}`, false},
+		{methodKeyEvent, `{"params":{"type":"keyDown","key":"Tab","code":"Tab","windowsVirtualKeyCode":9}}`, false},
 		{methodKeyEvent, `{"params":{"type":"rawKeyDown","key":"c","modifiers":2,"commands":["copy"]}}`, true},
 		{methodKeyEvent, `{"params":{"type":"keyDown","key":"C","modifiers":4}}`, true},
 		{methodKeyEvent, `{"params":{"type":"keyDown","key":"ß","code":"KeyX","modifiers":2}}`, true},
@@ -300,7 +304,16 @@ func TestGated(t *testing.T) {
 		{"DOMDebugger.setEventListenerBreakpoint", `{}`, true},
 		{"EventBreakpoints.setInstrumentationBreakpoint", `{}`, true},
 		{"Input.setInterceptDrags", `{}`, true},
-		{"DOM.getDocument", `{}`, false},
+		{"DOM.getDocument", `{}`, true},
+		{"DOM.describeNode", `{}`, true},
+		{"DOM.querySelector", `{}`, true},
+		{"DOM.getOuterHTML", `{}`, true},
+		{"DOM.performSearch", `{}`, true},
+		{"DOM.getContentQuads", `{}`, false},
+		{"DOM.getBoxModel", `{}`, false},
+		{"DOM.focus", `{}`, false},
+		{"DOM.resolveNode", `{}`, false},
+		{"CSS.getMatchedStylesForNode", `{}`, true},
 	}
 	for _, c := range cases {
 		if got := Gated(c.method, []byte(c.raw)); got != c.want {
@@ -368,13 +381,21 @@ func TestChromiumTaintRedTeamFindings(t *testing.T) {
 	if err := e.typeText("fill", "<<secret:pw>>"); err != nil {
 		t.Fatalf("typing: %v", err)
 	}
-	// Editing keys are input and pass; reads of the edited value do not.
-	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "rawKeyDown", "key": "Home", "code": "Home", "windowsVirtualKeyCode": 36})
-	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "rawKeyDown", "key": "Delete", "code": "Delete", "windowsVirtualKeyCode": 46})
+	// Enter, Tab and key releases pass; editing keys and other text do not
+	// (one changed character takes the value past the scrubber wherever
+	// the page shows or sends it).
+	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "keyUp", "key": "Home"})
+	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "rawKeyDown", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9})
 	for _, a := range []struct {
 		method string
 		params any
 	}{
+		{methodKeyEvent, map[string]any{"type": "rawKeyDown", "key": "Home", "code": "Home", "windowsVirtualKeyCode": 36}},
+		{methodKeyEvent, map[string]any{"type": "rawKeyDown", "windowsVirtualKeyCode": 8}},
+		{methodKeyEvent, map[string]any{"type": "keyDown", "key": "x", "text": "x"}},
+		{methodInsertText, map[string]any{"text": "~"}},
+		{methodIME, map[string]any{"text": "~", "selectionStart": 1, "selectionEnd": 1}},
+		{"DOM.describeNode", map[string]any{"nodeId": 1, "depth": -1, "pierce": true}},
 		{"DOMSnapshot.captureSnapshot", map[string]any{"computedStyles": []string{}}},
 		{"Accessibility.getFullAXTree", map[string]any{}},
 		{"Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": "top.document.title"}},
@@ -390,6 +411,15 @@ func TestChromiumTaintRedTeamFindings(t *testing.T) {
 	_, err := e.cl.send("", "Target.exposeDevToolsProtocol", map[string]any{"targetId": ct0(e), "bindingName": "cdp"})
 	if err == nil || !strings.Contains(err.Error(), "cdpvault: Target.exposeDevToolsProtocol refused") {
 		t.Errorf("exposeDevToolsProtocol: %v", err)
+	}
+	// A '<' is held (it could start another placeholder); when the text
+	// turns out ordinary, the held key is dropped, not typed.
+	before := testutilCounter(e.metrics())
+	e.cl.must(e.sid, methodInsertText, map[string]any{"text": "<"})
+	_, err = e.cl.send(e.sid, methodInsertText, map[string]any{"text": "a"})
+	wantTaintRefusal(t, "text after a held '<'", err)
+	if n := testutilCounter(e.metrics()) - before; n != 2 {
+		t.Errorf("%v tainted refusals for a held '<' and an 'a', want 2 (the drop and the refusal)", n)
 	}
 	// Playwright's own utility-world registration (empty source) passes.
 	e.cl.must(e.sid, "Page.addScriptToEvaluateOnNewDocument", map[string]any{"source": "", "worldName": "utility"})
