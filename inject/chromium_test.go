@@ -441,6 +441,11 @@ func newSite(t testing.TB) *site {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, loginPage)
 	})
+	mux.HandleFunc("/fields", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, `<!doctype html><meta charset=utf-8><input id=pat pattern=".{3}[a-z].*"><input id=minl minlength=3>`+
+			`<input id=maxl maxlength=4><input id=big maxlength=100><input id=next>`)
+	})
 	mux.HandleFunc("/plain", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, `<!doctype html><meta charset=utf-8><input id=pass>`)

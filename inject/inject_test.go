@@ -675,9 +675,9 @@ func TestKeyTypingStopsWhenFocusMoves(t *testing.T) {
 	t.Parallel()
 	for name, typeIt := range map[string]typist{"puppeteer": typePuppeteer, "chromedp": typeChromedp} {
 		h := newHarness(t, nil)
-		// The authorising check (before "h") and the checks before "u" and
-		// "n" see acme; then focus moves to evil.test.
-		h.c.checksLeft = 3
+		// The authorising check and the field check (before "h") and the
+		// checks before "u" and "n" see acme; then focus moves to evil.test.
+		h.c.checksLeft = 4
 		h.c.moveTo = &focusResult{Origin: "https://evil.test", Focus: true}
 		typeIt(h, "S", "<<secret:pw>>")
 		if got := h.c.typed("S"); got != "hun" {

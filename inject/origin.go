@@ -56,14 +56,55 @@ const focusWalk = `function walk() {
 var (
 	checkFn = `function() { 'use strict'; const walk = ` + focusWalk + `; const r = walk();
   return {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus}; }`
-	writeFn = `function(origins, text) { 'use strict'; const walk = ` + focusWalk + `; const r = walk();
+	writeFn = `function(origins, text, strict) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
+  const r = walk();
   const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, inserted: false, denied: false};
   if (r.remote) return out;
   const o = r.origin;
   if (origins.indexOf('*') < 0 && (o === 'null' || o === '' || origins.indexOf(o) < 0)) { out.denied = true; return out; }
+  const f = check(r.win, text.length, strict);
+  out.constrained = f.constrained; out.filled = f.filled;
+  if (f.constrained || f.filled) return out;
   out.inserted = r.win.document.execCommand('insertText', false, text) === true;
   return out; }`
+	// fieldFn runs the field check alone, before a value is typed key by
+	// key (len is its length in UTF-16 units).
+	fieldFn = `function(len, strict) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
+  const r = walk();
+  const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus};
+  if (r.remote) return out;
+  const f = check(r.win, len, strict);
+  out.constrained = f.constrained; out.filled = f.filled;
+  return out; }`
 )
+
+// fieldCheck inspects the focused element before a value is written: a
+// field whose validity or length limit depends on the value (pattern,
+// minlength, min, max, step, a maxlength shorter than the text) would
+// turn the value into bits a client can read back through :valid styles,
+// layout or a truncated submission, so it is "constrained"; on a page that
+// already holds a typed value (strict), a field that holds text that is not
+// all selected is "filled" (a second placeholder typed into the middle of
+// a value would split it around its scrubbed copy).
+const fieldCheck = `function(win, len, strict) {
+  let el = win.document.activeElement;
+  while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
+  const out = {constrained: false, filled: false};
+  if (!el) return out;
+  if (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA') {
+    if (el.getAttribute('pattern') || el.minLength > 0 || el.hasAttribute('min') || el.hasAttribute('max') || el.hasAttribute('step')) out.constrained = true;
+    const cur = el.value.length;
+    let ss = null, se = null;
+    try { ss = el.selectionStart; se = el.selectionEnd; } catch (e) {}
+    const sel = (ss === null || se === null) ? 0 : se - ss;
+    if (el.maxLength >= 0 && cur - sel + len > el.maxLength) out.constrained = true;
+    if (strict && cur > 0 && sel !== cur) out.filled = true;
+  } else if (strict && el.isContentEditable) {
+    const t = el.textContent.length;
+    if (t > 0 && String(win.getSelection()).length !== t) out.filled = true;
+  }
+  return out;
+}`
 
 type focusResult struct {
 	Origin   string `json:"origin"`
@@ -72,6 +113,11 @@ type focusResult struct {
 	Focus    bool   `json:"focus"`
 	Inserted bool   `json:"inserted"`
 	Denied   bool   `json:"denied"`
+	// Constrained: the field's validity or length depends on the value;
+	// Filled: it holds text on a page that already holds a typed value.
+	// Nothing was written.
+	Constrained bool `json:"constrained"`
+	Filled      bool `json:"filled"`
 }
 
 // focusLoc is the frame whose walk found the focused element: a CDP

@@ -497,20 +497,26 @@ var gatedMethods = map[string]bool{
 // value. Debugger and breakpoints pause the page's own script with its
 // values in reach; heap snapshots hold every string; the accessibility
 // tree shows field values.
-var gatedPrefixes = []string{"Debugger.", "DOMDebugger.set", "EventBreakpoints.set", "HeapProfiler.", "Accessibility."}
+// Layout reads (geometry, computed style, fonts, layers, highlights, page
+// metrics) are refused too: a page shaped before typing can make its
+// layout depend on the value (:valid styles, field-sizing, fonts), so they
+// would be an oracle; clicks use coordinates taken before typing.
+var gatedPrefixes = []string{"Debugger.", "DOMDebugger.set", "EventBreakpoints.set", "HeapProfiler.", "Accessibility.",
+	"CSS.", "LayerTree.", "Overlay.get", "Page.getLayoutMetrics"}
 
-// debuggerAllowed are Debugger commands that cannot reveal anything.
-var debuggerAllowed = map[string]bool{"Debugger.enable": true, "Debugger.disable": true, "Debugger.resume": true}
+// debuggerAllowed are commands of the gated domains that cannot reveal
+// anything.
+var debuggerAllowed = map[string]bool{"Debugger.enable": true, "Debugger.disable": true, "Debugger.resume": true,
+	"CSS.enable": true, "CSS.disable": true, "LayerTree.enable": true, "LayerTree.disable": true}
 
-// domAllowed are the DOM commands a client needs to click and focus while
-// a document holds a typed value: geometry, focus and handles. Every other
+// domAllowed are the DOM commands a client may use while a document holds
+// a typed value: focus, scrolling and handles. Every other
 // DOM command reads the tree, and the tree holds an input's value (the text
 // node in its user-agent shadow root, a value attribute the page keeps in
 // sync, a contenteditable's text): one edited character, or an attribute
 // selector used as an oracle, would take it past the scrubber.
 var domAllowed = map[string]bool{
-	"DOM.enable": true, "DOM.disable": true, "DOM.focus": true, "DOM.scrollIntoViewIfNeeded": true,
-	"DOM.getContentQuads": true, "DOM.getBoxModel": true, "DOM.getNodeForLocation": true, "DOM.resolveNode": true,
+	"DOM.enable": true, "DOM.disable": true, "DOM.focus": true, "DOM.scrollIntoViewIfNeeded": true, "DOM.resolveNode": true,
 	"DOM.discardSearchResults": true, "DOM.setFileInputFiles": true, "DOM.markUndoableState": true,
 	"DOM.hideHighlight": true, "DOM.highlightNode": true, "DOM.highlightRect": true, "DOM.getFrameOwner": true,
 	"DOM.setNodeStackTracesEnabled": true,

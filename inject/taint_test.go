@@ -309,8 +309,16 @@ func TestGated(t *testing.T) {
 		{"DOM.querySelector", `{}`, true},
 		{"DOM.getOuterHTML", `{}`, true},
 		{"DOM.performSearch", `{}`, true},
-		{"DOM.getContentQuads", `{}`, false},
-		{"DOM.getBoxModel", `{}`, false},
+		{"DOM.getContentQuads", `{}`, true},
+		{"DOM.getBoxModel", `{}`, true},
+		{"DOM.getNodeForLocation", `{}`, true},
+		{"CSS.getComputedStyleForNode", `{}`, true},
+		{"CSS.getPlatformFontsForNode", `{}`, true},
+		{"CSS.enable", `{}`, false},
+		{"LayerTree.compositingReasons", `{}`, true},
+		{"Overlay.getHighlightObjectForTest", `{}`, true},
+		{"Page.getLayoutMetrics", `{}`, true},
+		{"DOM.scrollIntoViewIfNeeded", `{}`, false},
 		{"DOM.focus", `{}`, false},
 		{"DOM.resolveNode", `{}`, false},
 		{"CSS.getMatchedStylesForNode", `{}`, true},
@@ -451,4 +459,61 @@ func TestChromiumTaintRedTeamFindings(t *testing.T) {
 func ct0(e *browserEnv) string {
 	ti, _ := e.conn.Target(e.sid)
 	return ti.TargetID
+}
+
+// TestChromiumFieldChecks: a value goes only into a field whose validity
+// and length do not depend on it (a pattern per field made :valid styles an
+// oracle; a short maxlength handed back a truncated, unscrubbed value), and
+// on a page that already holds a typed value only into an empty field (a
+// second placeholder typed into the middle of a value split it around its
+// scrubbed copy).
+func TestChromiumFieldChecks(t *testing.T) {
+	t.Parallel()
+	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw"}, envConfig{autoAttach: true, taints: NewTaints()})
+	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
+	e.navigate(e.site.url("acme.test", "/fields"))
+	for _, id := range []string{"pat", "minl", "maxl"} {
+		e.cl.eval(e.sid, `document.getElementById('`+id+`').focus()`)
+		for _, style := range []string{"fill", "keys-puppeteer"} {
+			err := e.typeText(style, "<<secret:pw>>")
+			if err == nil || !strings.Contains(err.Error(), "validity or length depends on the value") {
+				t.Errorf("#%s %s: %v, want refused", id, style, err)
+			}
+		}
+		if v := string(e.cl.eval(e.sid, `document.getElementById('`+id+`').value`)); v != `""` {
+			t.Errorf("#%s holds %s", id, v)
+		}
+	}
+	e.cl.eval(e.sid, `document.getElementById('big').focus()`)
+	if err := e.typeText("fill", "<<secret:pw>>"); err != nil {
+		t.Fatalf("#big: %v", err)
+	}
+	// The page now holds a typed value: not into a field that holds text.
+	for _, style := range []string{"fill", "keys-puppeteer", "keys-chromedp"} {
+		err := e.typeText(style, "<<secret:pw>>")
+		if err == nil || !strings.Contains(err.Error(), "already holds text") {
+			t.Errorf("second placeholder into #big (%s): %v, want refused", style, err)
+		}
+	}
+	// Into the next, empty field it goes.
+	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "rawKeyDown", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9})
+	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "keyUp", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9})
+	if err := e.typeText("insertText-per-char", "<<secret:pw>>"); err != nil {
+		t.Errorf("#next: %v", err)
+	}
+	recs := e.audit.all()
+	var injected, constrained, filled int
+	for _, r := range recs {
+		switch {
+		case r.Result == AuditInjected:
+			injected++
+		case r.Reason == "sink: constrained field":
+			constrained++
+		case r.Reason == "sink: field holds text":
+			filled++
+		}
+	}
+	if injected != 2 || constrained != 6 || filled != 3 {
+		t.Errorf("audit: %d injected, %d constrained, %d filled; want 2, 6, 3: %+v", injected, constrained, filled, recs)
+	}
 }

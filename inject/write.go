@@ -22,9 +22,29 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 	if refusal != "" {
 		return reply(cdpproxy.ErrorReply(m, refusal))
 	}
-	defer in.taintAfterWrite(ctx, c, loc, origin, ms)
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
+	strict := in.strictField(cctx, c)
+	if u.keyMode {
+		// The field check runs once before the first key.
+		fb, _ := json.Marshal(fieldFn)
+		res, err := in.callInWorld(cctx, c, loc.sid, loc.frameID, func(objectID string) []byte {
+			ob, _ := json.Marshal(objectID)
+			return fmt.Appendf(nil, `{"objectId":%s,"functionDeclaration":%s,"arguments":[{"value":%d},{"value":%t}],"returnByValue":true,"silent":true}`,
+				ob, fb, utf16Len(text, ms, secrets), strict)
+		})
+		if err == nil && (res.Constrained || res.Filled) {
+			return in.refuseField(ctx, c, m, ms, secrets, origin, res)
+		}
+	}
+	// Every attempt that may have typed something taints, failed ones
+	// included; a field check that stopped the write does not.
+	stopped := false
+	defer func() {
+		if !stopped {
+			in.taintAfterWrite(ctx, c, loc, origin, ms)
+		}
+	}()
 	var err error
 	if u.keyMode {
 		var moved *focusResult
@@ -34,9 +54,12 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 		}
 	} else {
 		var res focusResult
-		res, err = in.writeAt(cctx, c, loc, origin, text, ms, secrets)
+		res, err = in.writeAt(cctx, c, loc, origin, text, ms, secrets, strict)
 		switch {
 		case err != nil:
+		case res.Constrained || res.Filled:
+			stopped = true
+			return in.refuseField(ctx, c, m, ms, secrets, origin, res)
 		case res.Remote || res.Denied:
 			// Focus moved between the check and the write: nothing typed.
 			return in.refuseMoved(ctx, c, m, ms, secrets, res)
@@ -68,7 +91,7 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 // one renderer task that first re-checks that the focused frame's origin
 // is still the verified one (writeFn), so focus cannot move between the
 // check and the write.
-func (in *interceptor) writeAt(ctx context.Context, c cdpproxy.Conn, loc focusLoc, origin string, text []byte, ms []match, secrets map[string]Secret) (focusResult, error) {
+func (in *interceptor) writeAt(ctx context.Context, c cdpproxy.Conn, loc focusLoc, origin string, text []byte, ms []match, secrets map[string]Secret, strict bool) (focusResult, error) {
 	allowed := []string{origin}
 	if origin == "" || origin == "null" {
 		allowed = []string{"*"} // only reachable when every secret allows "*"
@@ -78,8 +101,37 @@ func (in *interceptor) writeAt(ctx context.Context, c cdpproxy.Conn, loc focusLo
 	return in.callInWorld(ctx, c, loc.sid, loc.frameID, func(objectID string) []byte {
 		ob, _ := json.Marshal(objectID)
 		prefix := `{"objectId":` + string(ob) + `,"functionDeclaration":` + string(fb) + `,"arguments":[{"value":` + string(ab) + `},{"value":"`
-		return buildText(prefix, text, ms, secrets, `"}],"returnByValue":true,"silent":true}`)
+		suffix := `"},{"value":false}],"returnByValue":true,"silent":true}`
+		if strict {
+			suffix = `"},{"value":true}],"returnByValue":true,"silent":true}`
+		}
+		return buildText(prefix, text, ms, secrets, suffix)
 	})
+}
+
+// strictField reports whether a document of the session holds a typed
+// value now: then a value goes only into an empty (or wholly selected)
+// field.
+func (in *interceptor) strictField(ctx context.Context, c cdpproxy.Conn) bool {
+	t := in.o.Taints
+	return t.Len() > 0 && t.live(ctx, c) != nil
+}
+
+// refuseField answers a write the field check stopped: nothing was typed.
+func (in *interceptor) refuseField(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match, secrets map[string]Secret, origin string, res focusResult) cdpproxy.Verdict {
+	why, reason := "its validity or length depends on the value (pattern, minlength, min, max, step or a maxlength shorter than the value)", "sink: constrained field"
+	if res.Filled {
+		why, reason = "it already holds text on a page that holds a typed secret (clear or select it all first)", "sink: field holds text"
+	}
+	seen := map[string]bool{}
+	for _, x := range ms {
+		if !seen[x.name] {
+			seen[x.name] = true
+			in.record(ctx, c, Record{Secret: x.name, Version: secrets[x.name].Version, Origin: origin, Sink: m.Method,
+				Result: AuditRefused, Reason: reason}, ResultRefusedSink)
+		}
+	}
+	return reply(cdpproxy.ErrorReply(m, "cdpvault: secret "+ms[0].name+" not typed into the focused field: "+why))
 }
 
 // refuseMoved answers a write that found focus elsewhere than the check did.
@@ -343,12 +395,20 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	if refusal != "" {
 		return reply(cdpproxy.ErrorReply(m, refusal))
 	}
-	defer in.taintAfterWrite(ctx, c, loc, origin, ms)
+	stopped := false
+	defer func() {
+		if !stopped {
+			in.taintAfterWrite(ctx, c, loc, origin, ms)
+		}
+	}()
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	res, err := in.writeAt(cctx, c, loc, origin, u.text, ms, secrets)
+	res, err := in.writeAt(cctx, c, loc, origin, u.text, ms, secrets, in.strictField(cctx, c))
 	switch {
 	case err != nil:
+	case res.Constrained || res.Filled:
+		stopped = true
+		return in.refuseField(ctx, c, m, ms, secrets, origin, res)
 	case res.Remote || res.Denied:
 		return in.refuseMoved(ctx, c, m, ms, secrets, res)
 	case !res.Inserted:
