@@ -90,8 +90,16 @@ func benchInsertText(b *testing.B, taints *Taints) {
 	reload := func() {
 		// A new document: the field is empty and a taint of the old one
 		// sleeps, so script (the focus) runs again.
-		e.navigate(e.site.url("acme.test", "/plain"))
+		e.navigate(e.site.url("acme.test", "/many"))
 		e.cl.eval(e.sid, `document.getElementById('pass').focus()`)
+	}
+	next := func() {
+		// On a page that holds a typed value a value goes only into an
+		// empty field: move on to the next one (Tab passes the taint).
+		if taints != nil {
+			e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "rawKeyDown", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9})
+			e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "keyUp", "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9})
+		}
 	}
 	baseline := func() {
 		if taints == nil {
@@ -106,7 +114,9 @@ func benchInsertText(b *testing.B, taints *Taints) {
 	for i := 0; i < 20; i++ {
 		baseline()
 		e.cl.must(e.sid, methodInsertText, map[string]any{"text": "<<secret:pw>>"})
+		next()
 	}
+	reload()
 	var plain, inj, after []time.Duration
 	n := 0
 	for b.Loop() {
@@ -123,6 +133,9 @@ func benchInsertText(b *testing.B, taints *Taints) {
 		t2 := time.Now()
 		baseline()
 		t3 := time.Now()
+		b.StopTimer()
+		next()
+		b.StartTimer()
 		plain = append(plain, t1.Sub(t0))
 		inj = append(inj, t2.Sub(t1))
 		after = append(after, t3.Sub(t2))

@@ -441,6 +441,10 @@ func newSite(t testing.TB) *site {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, loginPage)
 	})
+	mux.HandleFunc("/many", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, `<!doctype html><meta charset=utf-8><input id=pass>`+strings.Repeat(`<input>`, 120))
+	})
 	mux.HandleFunc("/fields", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, `<!doctype html><meta charset=utf-8><input id=pat pattern=".{3}[a-z].*"><input id=minl minlength=3>`+
