@@ -441,6 +441,11 @@ func newSite(t testing.TB) *site {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, loginPage)
 	})
+	mux.HandleFunc("/formto", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html><meta charset=utf-8><form action=%q method=post><input id=pass name=pass><button formaction=%q>go</button></form>`,
+			r.URL.Query().Get("action"), r.URL.Query().Get("formaction"))
+	})
 	mux.HandleFunc("/many", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, `<!doctype html><meta charset=utf-8><input id=pass>`+strings.Repeat(`<input>`, 120))

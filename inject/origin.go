@@ -56,25 +56,25 @@ const focusWalk = `function walk() {
 var (
 	checkFn = `function() { 'use strict'; const walk = ` + focusWalk + `; const r = walk();
   return {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus}; }`
-	writeFn = `function(origins, text, strict) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
+	writeFn = `function(origins, text, strict, posts) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
   const r = walk();
   const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, inserted: false, denied: false};
   if (r.remote) return out;
   const o = r.origin;
   if (origins.indexOf('*') < 0 && (o === 'null' || o === '' || origins.indexOf(o) < 0)) { out.denied = true; return out; }
-  const f = check(r.win, text.length, strict);
-  out.constrained = f.constrained; out.filled = f.filled;
-  if (f.constrained || f.filled) return out;
+  const f = check(r.win, text.length, strict, posts);
+  out.constrained = f.constrained; out.filled = f.filled; out.elsewhere = f.elsewhere;
+  if (f.constrained || f.filled || f.elsewhere) return out;
   out.inserted = r.win.document.execCommand('insertText', false, text) === true;
   return out; }`
 	// fieldFn runs the field check alone, before a value is typed key by
 	// key (len is its length in UTF-16 units).
-	fieldFn = `function(len, strict) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
+	fieldFn = `function(len, strict, posts) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
   const r = walk();
   const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus};
   if (r.remote) return out;
-  const f = check(r.win, len, strict);
-  out.constrained = f.constrained; out.filled = f.filled;
+  const f = check(r.win, len, strict, posts);
+  out.constrained = f.constrained; out.filled = f.filled; out.elsewhere = f.elsewhere;
   return out; }`
 )
 
@@ -85,12 +85,22 @@ var (
 // layout or a truncated submission, so it is "constrained"; on a page that
 // already holds a typed value (strict), a field that holds text that is not
 // all selected is "filled" (a second placeholder typed into the middle of
-// a value would split it around its scrubbed copy).
-const fieldCheck = `function(win, len, strict) {
+// a value would split it around its scrubbed copy). A field whose form
+// posts, or has a submit button that posts, to an origin not in posts (the
+// secrets' origins; null: any) is "elsewhere": a form action changed before
+// typing would send the value in clear to another site.
+const fieldCheck = `function(win, len, strict, posts) {
   let el = win.document.activeElement;
   while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
-  const out = {constrained: false, filled: false};
+  const out = {constrained: false, filled: false, elsewhere: false};
   if (!el) return out;
+  if (posts && el.form) {
+    const ok = (u) => { try { return posts.indexOf(new URL(u, win.document.baseURI).origin) >= 0; } catch (e) { return false; } };
+    if (!ok(el.form.action)) out.elsewhere = true;
+    for (const s of el.form.elements) {
+      if ((s.tagName === 'BUTTON' || s.tagName === 'INPUT') && s.hasAttribute('formaction') && !ok(s.formAction)) out.elsewhere = true;
+    }
+  }
   if (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA') {
     if (el.getAttribute('pattern') || el.minLength > 0 || el.hasAttribute('min') || el.hasAttribute('max') || el.hasAttribute('step')) out.constrained = true;
     const cur = el.value.length;
@@ -118,6 +128,9 @@ type focusResult struct {
 	// Nothing was written.
 	Constrained bool `json:"constrained"`
 	Filled      bool `json:"filled"`
+	// Elsewhere: the field's form (or a submit button of it) posts to an
+	// origin the secret is not allowed on. Nothing was written.
+	Elsewhere bool `json:"elsewhere"`
 }
 
 // focusLoc is the frame whose walk found the focused element: a CDP

@@ -517,3 +517,38 @@ func TestChromiumFieldChecks(t *testing.T) {
 		t.Errorf("audit: %d injected, %d constrained, %d filled; want 2, 6, 3: %+v", injected, constrained, filled, recs)
 	}
 }
+
+// TestChromiumFormPostingElsewhereRefused: a value is not typed into a field
+// whose form, or a submit button of it, posts to an origin the secret is not
+// allowed on (a form action changed before typing sent it in clear to
+// evil.test).
+func TestChromiumFormPostingElsewhereRefused(t *testing.T) {
+	t.Parallel()
+	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw"}, envConfig{autoAttach: true, taints: NewTaints()})
+	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
+	evil, acme := e.site.url("evil.test", "/submit"), e.site.url("acme.test", "/submit")
+	for _, c := range []struct {
+		action, formaction string
+		ok                 bool
+	}{
+		{evil, acme, false},
+		{acme, evil, false},
+		{"/submit", "", true},
+		{acme, acme, true},
+	} {
+		e.navigate(e.site.url("acme.test", "/formto?action="+url.QueryEscape(c.action)+"&formaction="+url.QueryEscape(c.formaction)))
+		e.cl.eval(e.sid, `document.getElementById('pass').focus()`)
+		for _, style := range []string{"fill", "keys-puppeteer"} {
+			err := e.typeText(style, "<<secret:pw>>")
+			switch {
+			case c.ok && err != nil:
+				t.Errorf("action %q formaction %q (%s): %v", c.action, c.formaction, style, err)
+			case !c.ok && (err == nil || !strings.Contains(err.Error(), "posts to an origin the secret is not allowed on")):
+				t.Errorf("action %q formaction %q (%s): %v, want refused", c.action, c.formaction, style, err)
+			}
+			if c.ok {
+				break // the page now holds the value
+			}
+		}
+	}
+}

@@ -30,10 +30,10 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 		fb, _ := json.Marshal(fieldFn)
 		res, err := in.callInWorld(cctx, c, loc.sid, loc.frameID, func(objectID string) []byte {
 			ob, _ := json.Marshal(objectID)
-			return fmt.Appendf(nil, `{"objectId":%s,"functionDeclaration":%s,"arguments":[{"value":%d},{"value":%t}],"returnByValue":true,"silent":true}`,
-				ob, fb, utf16Len(text, ms, secrets), strict)
+			return fmt.Appendf(nil, `{"objectId":%s,"functionDeclaration":%s,"arguments":[{"value":%d},{"value":%t},{"value":%s}],"returnByValue":true,"silent":true}`,
+				ob, fb, utf16Len(text, ms, secrets), strict, postOrigins(ms, secrets))
 		})
-		if err == nil && (res.Constrained || res.Filled) {
+		if err == nil && (res.Constrained || res.Filled || res.Elsewhere) {
 			return in.refuseField(ctx, c, m, ms, secrets, origin, res)
 		}
 	}
@@ -57,7 +57,7 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 		res, err = in.writeAt(cctx, c, loc, origin, text, ms, secrets, strict)
 		switch {
 		case err != nil:
-		case res.Constrained || res.Filled:
+		case res.Constrained || res.Filled || res.Elsewhere:
 			stopped = true
 			return in.refuseField(ctx, c, m, ms, secrets, origin, res)
 		case res.Remote || res.Denied:
@@ -101,12 +101,38 @@ func (in *interceptor) writeAt(ctx context.Context, c cdpproxy.Conn, loc focusLo
 	return in.callInWorld(ctx, c, loc.sid, loc.frameID, func(objectID string) []byte {
 		ob, _ := json.Marshal(objectID)
 		prefix := `{"objectId":` + string(ob) + `,"functionDeclaration":` + string(fb) + `,"arguments":[{"value":` + string(ab) + `},{"value":"`
-		suffix := `"},{"value":false}],"returnByValue":true,"silent":true}`
-		if strict {
-			suffix = `"},{"value":true}],"returnByValue":true,"silent":true}`
-		}
+		suffix := fmt.Sprintf(`"},{"value":%t},{"value":%s}],"returnByValue":true,"silent":true}`, strict, postOrigins(ms, secrets))
 		return buildText(prefix, text, ms, secrets, suffix)
 	})
+}
+
+// postOrigins is the JSON list of origins a form holding the values of ms
+// may post to: those every secret allows; null when all allow "*".
+func postOrigins(ms []match, secrets map[string]Secret) string {
+	var common []string
+	first := true
+	for _, x := range ms {
+		o := secrets[x.name].Origins
+		if originAllowed(o, "*") && len(o) == 1 {
+			continue
+		}
+		if first {
+			common, first = append([]string(nil), o...), false
+			continue
+		}
+		keep := common[:0]
+		for _, c := range common {
+			if originAllowed(o, c) {
+				keep = append(keep, c)
+			}
+		}
+		common = keep
+	}
+	if first {
+		return "null"
+	}
+	b, _ := json.Marshal(append([]string{}, common...))
+	return string(b)
 }
 
 // strictField reports whether the session has typed a value before: then
@@ -122,15 +148,22 @@ func (in *interceptor) strictField(context.Context, cdpproxy.Conn) bool {
 // refuseField answers a write the field check stopped: nothing was typed.
 func (in *interceptor) refuseField(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match, secrets map[string]Secret, origin string, res focusResult) cdpproxy.Verdict {
 	why, reason := "its validity or length depends on the value (pattern, minlength, min, max, step or a maxlength shorter than the value)", "sink: constrained field"
-	if res.Filled {
+	switch {
+	case res.Elsewhere:
+		why, reason = "its form posts to an origin the secret is not allowed on", "origin: form posts elsewhere"
+	case res.Filled:
 		why, reason = "it already holds text on a page that holds a typed secret (clear or select it all first)", "sink: field holds text"
+	}
+	result := ResultRefusedSink
+	if res.Elsewhere {
+		result = ResultRefusedOrigin
 	}
 	seen := map[string]bool{}
 	for _, x := range ms {
 		if !seen[x.name] {
 			seen[x.name] = true
 			in.record(ctx, c, Record{Secret: x.name, Version: secrets[x.name].Version, Origin: origin, Sink: m.Method,
-				Result: AuditRefused, Reason: reason}, ResultRefusedSink)
+				Result: AuditRefused, Reason: reason}, result)
 		}
 	}
 	return reply(cdpproxy.ErrorReply(m, "cdpvault: secret "+ms[0].name+" not typed into the focused field: "+why))
@@ -408,7 +441,7 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	res, err := in.writeAt(cctx, c, loc, origin, u.text, ms, secrets, in.strictField(cctx, c))
 	switch {
 	case err != nil:
-	case res.Constrained || res.Filled:
+	case res.Constrained || res.Filled || res.Elsewhere:
 		stopped = true
 		return in.refuseField(ctx, c, m, ms, secrets, origin, res)
 	case res.Remote || res.Denied:
