@@ -446,6 +446,10 @@ func newSite(t testing.TB) *site {
 		fmt.Fprintf(w, `<!doctype html><meta charset=utf-8><form action=%q method=post><input id=pass name=pass><button formaction=%q>go</button></form>`,
 			r.URL.Query().Get("action"), r.URL.Query().Get("formaction"))
 	})
+	mux.HandleFunc("/ta", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprint(w, `<!doctype html><meta charset=utf-8><input id=pass><textarea id=ta></textarea>`)
+	})
 	mux.HandleFunc("/many", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, `<!doctype html><meta charset=utf-8><input id=pass>`+strings.Repeat(`<input>`, 120))

@@ -131,6 +131,8 @@ type focusResult struct {
 	// Elsewhere: the field's form (or a submit button of it) posts to an
 	// origin the secret is not allowed on. Nothing was written.
 	Elsewhere bool `json:"elsewhere"`
+	// Multiline: the focused element takes line breaks (multilineFn).
+	Multiline bool `json:"multiline"`
 }
 
 // focusLoc is the frame whose walk found the focused element: a CDP

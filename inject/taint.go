@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -36,9 +37,37 @@ import (
 // One Taints is shared by every connection of a daemon session (a second
 // WebSocket must not be a way round it); it is safe for concurrent use.
 type Taints struct {
-	mu   sync.Mutex
-	recs []*taint
-	n    atomic.Int32 // len(recs), read without the lock on every command
+	mu      sync.Mutex
+	recs    []*taint
+	writing []*taint     // writes in progress: the value may be in a page already
+	n       atomic.Int32 // len(recs) + len(writing), read without the lock on every command
+}
+
+// beginWrite marks a write of secret into a page of origin as in progress:
+// until the returned func runs (after the write's taint is recorded), every
+// gated command of the session is refused, so a second connection cannot
+// read the value between the write and its taint.
+func (t *Taints) beginWrite(secret, origin string) func() {
+	if t == nil {
+		return func() {}
+	}
+	w := &taint{secret: secret, origin: origin, ready: make(chan struct{})}
+	close(w.ready)
+	t.mu.Lock()
+	t.writing = append(t.writing, w)
+	t.n.Store(int32(len(t.recs) + len(t.writing)))
+	t.mu.Unlock()
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		for i, have := range t.writing {
+			if have == w {
+				t.writing = append(t.writing[:i], t.writing[i+1:]...)
+				break
+			}
+		}
+		t.n.Store(int32(len(t.recs) + len(t.writing)))
+	}
 }
 
 // NewTaints returns an empty set.
@@ -71,7 +100,7 @@ func (t *Taints) add(r *taint) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.recs = append(t.recs, r)
-	t.n.Store(int32(len(t.recs)))
+	t.n.Store(int32(len(t.recs) + len(t.writing)))
 }
 
 // settled drops r when an earlier record names the same document (a value
@@ -104,7 +133,7 @@ func (t *Taints) drop(r *taint) {
 	for i, have := range t.recs {
 		if have == r {
 			t.recs = append(t.recs[:i], t.recs[i+1:]...)
-			t.n.Store(int32(len(t.recs)))
+			t.n.Store(int32(len(t.recs) + len(t.writing)))
 			return
 		}
 	}
@@ -116,6 +145,11 @@ func (t *Taints) drop(r *taint) {
 // command being gated (used when a taint's own connection is gone).
 func (t *Taints) live(ctx context.Context, c cdpproxy.Conn) *taint {
 	t.mu.Lock()
+	if len(t.writing) > 0 {
+		w := t.writing[0]
+		t.mu.Unlock()
+		return w
+	}
 	recs := append([]*taint(nil), t.recs...)
 	t.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
@@ -704,13 +738,24 @@ func isEdit(method string, raw []byte) bool {
 	}
 	switch method {
 	case methodInsertText, methodIME:
-		return text != ""
+		// Any text, and also none: an empty insertText commits a
+		// composition, an empty composition with a replacement range
+		// deletes characters.
+		return true
 	}
 	if typ == "keyUp" {
 		return false
 	}
+	code, _ := p["code"]
 	switch text {
-	case "", "\r", "\n", "\t":
+	case "":
+	case "\r", "\n":
+		// Enter, only as the Enter key (a char event or another key with
+		// this text would type it into the middle of a value).
+		return typ == "char" && key != "Enter" || typ != "char" && !(key == "Enter" || vk == 13) ||
+			string(code) != "" && string(code) != `"Enter"` && string(code) != `"NumpadEnter"`
+	case "\t":
+		return typ == "char" || !(key == "Tab" || vk == 9) || string(code) != "" && string(code) != `"Tab"`
 	default:
 		return true
 	}
@@ -722,14 +767,59 @@ func isEdit(method string, raw []byte) bool {
 // sink; Enter, Tab and clicks pass).
 func (in *interceptor) refuseEdit(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message) *cdpproxy.Verdict {
 	t := in.o.Taints
-	if t.Len() == 0 || !isEdit(m.Method, m.Raw) {
+	if t.Len() == 0 {
+		return nil
+	}
+	edit := isEdit(m.Method, m.Raw)
+	if !edit && !typesNewline(m) {
 		return nil
 	}
 	r := t.live(ctx, c)
 	if r == nil {
 		return nil
 	}
+	if !edit {
+		// Enter submits a form, but types a line break into a textarea or
+		// an editable element (into the middle of a value, if the caret
+		// was put there).
+		if multi, err := in.focusMultiline(ctx, c, m.SessionID); err == nil && !multi {
+			return nil
+		}
+	}
 	return in.refuseTainted(m, r, "; typing other text or editing keys are refused until that document navigates or closes (type secrets last; submit with Enter or a mouse click)")
+}
+
+// typesNewline reports whether a key event carries Enter's text.
+func typesNewline(m *cdpproxy.Message) bool {
+	return m.Method == methodKeyEvent && (bytes.Contains(m.Raw, []byte(`\r`)) || bytes.Contains(m.Raw, []byte(`\n`)) ||
+		bytes.Contains(m.Raw, []byte(`\u000`)))
+}
+
+// multilineFn reports whether the focused element takes line breaks.
+var multilineFn = `function() { 'use strict'; const walk = ` + focusWalk + `; const r = walk();
+  if (r.remote) return {origin: r.origin, remote: true};
+  let el = r.win.document.activeElement;
+  while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
+  return {origin: r.origin, multiline: !!el && (el.tagName === 'TEXTAREA' || el.isContentEditable)}; }`
+
+// focusMultiline finds the frame that owns focus (through out-of-process
+// frames too) and asks whether its focused element takes line breaks.
+func (in *interceptor) focusMultiline(ctx context.Context, c cdpproxy.Conn, sid string) (bool, error) {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	_, loc, err := in.focusedOrigin(cctx, c, sid)
+	if err != nil {
+		return true, err
+	}
+	fb, _ := json.Marshal(multilineFn)
+	res, err := in.callInWorld(cctx, c, loc.sid, loc.frameID, func(objectID string) []byte {
+		ob, _ := json.Marshal(objectID)
+		return fmt.Appendf(nil, `{"objectId":%s,"functionDeclaration":%s,"returnByValue":true,"silent":true}`, ob, fb)
+	})
+	if err != nil {
+		return true, err
+	}
+	return res.Multiline || res.Remote, nil
 }
 
 // mayType reports whether held keystrokes may still be typed into the page

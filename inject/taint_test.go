@@ -1,6 +1,7 @@
 package inject
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/url"
@@ -550,5 +551,63 @@ func TestChromiumFormPostingElsewhereRefused(t *testing.T) {
 				break // the page now holds the value
 			}
 		}
+	}
+}
+
+// TestChromiumTaintRefusesHiddenEdits: what a fourth red-team round used to
+// edit a typed value after the editing keys were refused: an empty IME
+// composition with a replacement range, a tab or line break as a char event
+// or under another key, and Enter in a textarea.
+func TestChromiumTaintRefusesHiddenEdits(t *testing.T) {
+	t.Parallel()
+	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw"}, envConfig{autoAttach: true, taints: NewTaints()})
+	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
+	e.navigate(e.site.url("acme.test", "/ta"))
+	var doc struct{ Root struct{ NodeID int64 } }
+	_ = json.Unmarshal(e.cl.must(e.sid, "DOM.getDocument", map[string]any{}), &doc)
+	node := func(sel string) int64 {
+		var q struct{ NodeID int64 }
+		_ = json.Unmarshal(e.cl.must(e.sid, "DOM.querySelector", map[string]any{"nodeId": doc.Root.NodeID, "selector": sel}), &q)
+		return q.NodeID
+	}
+	pass, ta := node("#pass"), node("#ta")
+	e.cl.must(e.sid, "DOM.focus", map[string]any{"nodeId": pass})
+	if err := e.typeText("fill", "<<secret:pw>>"); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []struct {
+		method string
+		params any
+	}{
+		{methodIME, map[string]any{"text": "", "selectionStart": 0, "selectionEnd": 0, "replacementStart": 3, "replacementEnd": 4}},
+		{methodInsertText, map[string]any{"text": ""}},
+		{methodKeyEvent, map[string]any{"type": "char", "text": "\t"}},
+		{methodKeyEvent, map[string]any{"type": "keyDown", "key": "q", "code": "KeyQ", "windowsVirtualKeyCode": 81, "text": "\t"}},
+		{methodKeyEvent, map[string]any{"type": "char", "key": "a", "text": "\r"}},
+	} {
+		_, err := e.cl.send(e.sid, a.method, a.params)
+		wantTaintRefusal(t, a.method, err)
+	}
+	e.cl.must(e.sid, "DOM.focus", map[string]any{"nodeId": ta})
+	_, err := e.cl.send(e.sid, methodKeyEvent, map[string]any{"type": "keyDown", "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"})
+	wantTaintRefusal(t, "Enter in a textarea", err)
+	e.cl.must(e.sid, "DOM.focus", map[string]any{"nodeId": pass})
+	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "keyDown", "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13, "text": "\r"})
+	e.cl.must(e.sid, methodKeyEvent, map[string]any{"type": "char", "key": "Enter", "code": "Enter", "text": "\r"})
+}
+
+// TestTaintWhileWriting: between a write and its taint record, every gated
+// command of the session is refused (a second connection read the value in
+// that window).
+func TestTaintWhileWriting(t *testing.T) {
+	t.Parallel()
+	ts := NewTaints()
+	end := ts.beginWrite("pw", "https://acme.test")
+	if r := ts.live(context.Background(), nil); r == nil || r.secret != "pw" || ts.Len() != 1 {
+		t.Fatalf("during a write: live %+v, Len %d", r, ts.Len())
+	}
+	end()
+	if r := ts.live(context.Background(), nil); r != nil || ts.Len() != 0 {
+		t.Fatalf("after the write (no record): live %+v, Len %d", r, ts.Len())
 	}
 }

@@ -22,9 +22,10 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 	if refusal != "" {
 		return reply(cdpproxy.ErrorReply(m, refusal))
 	}
+	strict := in.strictField(ctx, c) // before this write counts
+	defer in.o.Taints.beginWrite(ms[0].name, origin)()
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	strict := in.strictField(cctx, c)
 	if u.keyMode {
 		// The field check runs once before the first key.
 		fb, _ := json.Marshal(fieldFn)
@@ -430,6 +431,8 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	if refusal != "" {
 		return reply(cdpproxy.ErrorReply(m, refusal))
 	}
+	strict := in.strictField(ctx, c) // before this write counts
+	defer in.o.Taints.beginWrite(ms[0].name, origin)()
 	stopped := false
 	defer func() {
 		if !stopped {
@@ -438,7 +441,7 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	}()
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	res, err := in.writeAt(cctx, c, loc, origin, u.text, ms, secrets, in.strictField(cctx, c))
+	res, err := in.writeAt(cctx, c, loc, origin, u.text, ms, secrets, strict)
 	switch {
 	case err != nil:
 	case res.Constrained || res.Filled || res.Elsewhere:
