@@ -62,15 +62,20 @@
 //
 // When the Vault also implements Lister (the daemon's does), the secret's
 // origins are checked against the focused frame before anything is
-// decrypted.
+// decrypted. The write is refused when the focused field's validity or
+// length depends on the value, when its form posts to an origin the secret
+// does not allow, or, once the session has typed a value, when the field
+// already holds text (fieldCheck).
 //
 // # Taint
 //
 // After a write, the typed-into document is tainted (Taints, one per daemon
 // session, shared by its connections): while it is shown, every connection
 // of the session is refused the commands that would run its own script,
-// read objects script made, change the DOM or style, hand the page content
-// of its making, or copy the selection (see Gated). A prompt-injected agent
+// read objects script made, read the DOM or layout, change the DOM or
+// style, hand the page content of its making, copy the selection (see
+// Gated) or edit text (refuseEdit); scripts for new documents are refused
+// in that page until it closes (plantsScript). A prompt-injected agent
 // could otherwise read the value back in forms no scrubber knows or send it
 // elsewhere. The document is identified by its frame's loader and its
 // top-level history entry, read right after the write (before the
