@@ -443,8 +443,8 @@ func newSite(t testing.TB) *site {
 	})
 	mux.HandleFunc("/formto", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprintf(w, `<!doctype html><meta charset=utf-8><form action=%q method=post><input id=pass name=pass><button formaction=%q>go</button></form>`,
-			r.URL.Query().Get("action"), r.URL.Query().Get("formaction"))
+		fmt.Fprintf(w, `<!doctype html><meta charset=utf-8><form action=%q method=post accept-charset=%q><input id=pass name=pass><button formaction=%q>go</button></form>`,
+			r.URL.Query().Get("action"), r.URL.Query().Get("cs"), r.URL.Query().Get("formaction"))
 	})
 	mux.HandleFunc("/ta", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -62,18 +62,18 @@ var (
   if (r.remote) return out;
   const o = r.origin;
   if (origins.indexOf('*') < 0 && (o === 'null' || o === '' || origins.indexOf(o) < 0)) { out.denied = true; return out; }
-  const f = check(r.win, text.length, strict, posts);
+  const f = check(r.win, text.length, strict, posts, /[^\x00-\x7f]/.test(text));
   out.constrained = f.constrained; out.filled = f.filled; out.elsewhere = f.elsewhere;
   if (f.constrained || f.filled || f.elsewhere) return out;
   out.inserted = r.win.document.execCommand('insertText', false, text) === true;
   return out; }`
 	// fieldFn runs the field check alone, before a value is typed key by
 	// key (len is its length in UTF-16 units).
-	fieldFn = `function(len, strict, posts) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
+	fieldFn = `function(len, strict, posts, wide) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
   const r = walk();
   const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus};
   if (r.remote) return out;
-  const f = check(r.win, len, strict, posts);
+  const f = check(r.win, len, strict, posts, wide);
   out.constrained = f.constrained; out.filled = f.filled; out.elsewhere = f.elsewhere;
   return out; }`
 )
@@ -88,8 +88,11 @@ var (
 // a value would split it around its scrubbed copy). A field whose form
 // posts, or has a submit button that posts, to an origin not in posts (the
 // secrets' origins; null: any) is "elsewhere": a form action changed before
-// typing would send the value in clear to another site.
-const fieldCheck = `function(win, len, strict, posts) {
+// typing would send the value in clear to another site. A value with
+// non-ASCII characters (wide) is "constrained" when the page or the form
+// encodes submissions in another charset than UTF-8: its percent-encoding
+// there is a form the scrubber does not know.
+const fieldCheck = `function(win, len, strict, posts, wide) {
   let el = win.document.activeElement;
   while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
   const out = {constrained: false, filled: false, elsewhere: false};
@@ -100,6 +103,11 @@ const fieldCheck = `function(win, len, strict, posts) {
     for (const s of el.form.elements) {
       if ((s.tagName === 'BUTTON' || s.tagName === 'INPUT') && s.hasAttribute('formaction') && !ok(s.formAction)) out.elsewhere = true;
     }
+  }
+  if (wide) {
+    const utf8 = (c) => c === 'utf-8' || c === 'utf8' || c === 'unicode-1-1-utf-8';
+    const cs = ((el.form && el.form.acceptCharset) || '').trim().toLowerCase();
+    if (!utf8(win.document.characterSet.toLowerCase()) || (cs && !cs.split(/[\s,]+/).filter(Boolean).every(utf8))) out.constrained = true;
   }
   if (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA') {
     if (el.getAttribute('pattern') || el.minLength > 0 || el.hasAttribute('min') || el.hasAttribute('max') || el.hasAttribute('step')) out.constrained = true;

@@ -611,3 +611,34 @@ func TestTaintWhileWriting(t *testing.T) {
 		t.Fatalf("after the write (no record): live %+v, Len %d", r, ts.Len())
 	}
 }
+
+// TestChromiumNonUTF8FormRefused: a value with non-ASCII characters is not
+// typed into a field whose form encodes submissions in another charset (its
+// percent-encoding there is a form the scrubber does not know); an ASCII
+// value is.
+func TestChromiumNonUTF8FormRefused(t *testing.T) {
+	t.Parallel()
+	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw", "plain"}, envConfig{autoAttach: true})
+	e.vault.secrets["pw"] = fakeSecret{value: trickyValue, origins: []string{e.site.origin("acme.test")}}
+	e.vault.secrets["plain"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
+	for _, c := range []struct {
+		cs, secret string
+		ok         bool
+	}{
+		{"ISO-8859-1", "pw", false},
+		{"windows-1252 utf-8", "pw", false},
+		{"utf-8", "pw", true},
+		{"", "pw", true},
+		{"ISO-8859-1", "plain", true},
+	} {
+		e.navigate(e.site.url("acme.test", "/formto?action=/submit&cs="+url.QueryEscape(c.cs)))
+		e.cl.eval(e.sid, `document.getElementById('pass').focus()`)
+		for _, style := range []string{"fill", "keys-chromedp"} {
+			e.cl.eval(e.sid, `document.getElementById('pass').value = ''`)
+			err := e.typeText(style, "<<secret:"+c.secret+">>")
+			if c.ok != (err == nil) {
+				t.Errorf("accept-charset %q, secret %s (%s): %v", c.cs, c.secret, style, err)
+			}
+		}
+	}
+}

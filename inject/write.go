@@ -31,8 +31,8 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 		fb, _ := json.Marshal(fieldFn)
 		res, err := in.callInWorld(cctx, c, loc.sid, loc.frameID, func(objectID string) []byte {
 			ob, _ := json.Marshal(objectID)
-			return fmt.Appendf(nil, `{"objectId":%s,"functionDeclaration":%s,"arguments":[{"value":%d},{"value":%t},{"value":%s}],"returnByValue":true,"silent":true}`,
-				ob, fb, utf16Len(text, ms, secrets), strict, postOrigins(ms, secrets))
+			return fmt.Appendf(nil, `{"objectId":%s,"functionDeclaration":%s,"arguments":[{"value":%d},{"value":%t},{"value":%s},{"value":%t}],"returnByValue":true,"silent":true}`,
+				ob, fb, utf16Len(text, ms, secrets), strict, postOrigins(ms, secrets), wideText(text, ms, secrets))
 		})
 		if err == nil && (res.Constrained || res.Filled || res.Elsewhere) {
 			return in.refuseField(ctx, c, m, ms, secrets, origin, res)
@@ -107,6 +107,27 @@ func (in *interceptor) writeAt(ctx context.Context, c cdpproxy.Conn, loc focusLo
 	})
 }
 
+// wideText reports whether text with its placeholders replaced holds a
+// non-ASCII byte.
+func wideText(text []byte, ms []match, secrets map[string]Secret) bool {
+	wide := func(b []byte) bool {
+		for _, c := range b {
+			if c >= 0x80 {
+				return true
+			}
+		}
+		return false
+	}
+	pos := 0
+	for _, x := range ms {
+		if wide(text[pos:x.start]) || secrets[x.name].Value != nil && wide(secrets[x.name].Value.Bytes()) {
+			return true
+		}
+		pos = x.end
+	}
+	return wide(text[pos:])
+}
+
 // postOrigins is the JSON list of origins a form holding the values of ms
 // may post to: those every secret allows; null when all allow "*".
 func postOrigins(ms []match, secrets map[string]Secret) string {
@@ -148,7 +169,7 @@ func (in *interceptor) strictField(context.Context, cdpproxy.Conn) bool {
 
 // refuseField answers a write the field check stopped: nothing was typed.
 func (in *interceptor) refuseField(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match, secrets map[string]Secret, origin string, res focusResult) cdpproxy.Verdict {
-	why, reason := "its validity or length depends on the value (pattern, minlength, min, max, step or a maxlength shorter than the value)", "sink: constrained field"
+	why, reason := "its validity or length depends on the value (pattern, minlength, min, max, step or a maxlength shorter than the value), or its form does not encode in UTF-8", "sink: constrained field"
 	switch {
 	case res.Elsewhere:
 		why, reason = "its form posts to an origin the secret is not allowed on", "origin: form posts elsewhere"
