@@ -443,8 +443,15 @@ func newSite(t testing.TB) *site {
 	})
 	mux.HandleFunc("/formto", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprintf(w, `<!doctype html><meta charset=utf-8><form action=%q method=post accept-charset=%q><input id=pass name=pass><button formaction=%q>go</button></form>`,
-			r.URL.Query().Get("action"), r.URL.Query().Get("cs"), r.URL.Query().Get("formaction"))
+		method, fm := "post", ""
+		if m := r.URL.Query().Get("method"); m != "" {
+			method = m
+		}
+		if m := r.URL.Query().Get("formmethod"); m != "" {
+			fm = " formmethod=" + m
+		}
+		fmt.Fprintf(w, `<!doctype html><meta charset=utf-8><form action=%q method=%s accept-charset=%q><input id=pass name=pass><button formaction=%q%s>go</button></form>`,
+			r.URL.Query().Get("action"), method, r.URL.Query().Get("cs"), r.URL.Query().Get("formaction"), fm)
 	})
 	mux.HandleFunc("/ta", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -63,8 +63,8 @@ var (
   const o = r.origin;
   if (origins.indexOf('*') < 0 && (o === 'null' || o === '' || origins.indexOf(o) < 0)) { out.denied = true; return out; }
   const f = check(r.win, text.length, strict, posts, /[^\x00-\x7f]/.test(text));
-  out.constrained = f.constrained; out.filled = f.filled; out.elsewhere = f.elsewhere;
-  if (f.constrained || f.filled || f.elsewhere) return out;
+  out.constrained = f.constrained; out.filled = f.filled; out.elsewhere = f.elsewhere; out.method = f.method;
+  if (f.constrained || f.filled || f.elsewhere || f.method) return out;
   out.inserted = r.win.document.execCommand('insertText', false, text) === true;
   return out; }`
 	// fieldFn runs the field check alone, before a value is typed key by
@@ -74,7 +74,7 @@ var (
   const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus};
   if (r.remote) return out;
   const f = check(r.win, len, strict, posts, wide);
-  out.constrained = f.constrained; out.filled = f.filled; out.elsewhere = f.elsewhere;
+  out.constrained = f.constrained; out.filled = f.filled; out.elsewhere = f.elsewhere; out.method = f.method;
   return out; }`
 )
 
@@ -91,17 +91,25 @@ var (
 // typing would send the value in clear to another site. A value with
 // non-ASCII characters (wide) is "constrained" when the page or the form
 // encodes submissions in another charset than UTF-8: its percent-encoding
-// there is a form the scrubber does not know.
+// there is a form the scrubber does not know. A form (or submit button)
+// that submits with GET or as a dialog is "method": the value would be in
+// the next page's URL, where script runs again.
 const fieldCheck = `function(win, len, strict, posts, wide) {
   let el = win.document.activeElement;
   while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
-  const out = {constrained: false, filled: false, elsewhere: false};
+  const out = {constrained: false, filled: false, elsewhere: false, method: false};
   if (!el) return out;
   if (posts && el.form) {
     const ok = (u) => { try { return posts.indexOf(new URL(u, win.document.baseURI).origin) >= 0; } catch (e) { return false; } };
     if (!ok(el.form.action)) out.elsewhere = true;
     for (const s of el.form.elements) {
       if ((s.tagName === 'BUTTON' || s.tagName === 'INPUT') && s.hasAttribute('formaction') && !ok(s.formAction)) out.elsewhere = true;
+    }
+  }
+  if (el.form) {
+    if (el.form.method !== 'post') out.method = true;
+    for (const s of el.form.elements) {
+      if ((s.tagName === 'BUTTON' || s.tagName === 'INPUT') && s.hasAttribute('formmethod') && s.formMethod !== 'post') out.method = true;
     }
   }
   if (wide) {
@@ -139,6 +147,10 @@ type focusResult struct {
 	// Elsewhere: the field's form (or a submit button of it) posts to an
 	// origin the secret is not allowed on. Nothing was written.
 	Elsewhere bool `json:"elsewhere"`
+	// Method: the field's form (or a submit button of it) submits with GET
+	// or as a dialog: the value would land in the next page's URL, in a
+	// document no taint covers. Nothing was written.
+	Method bool `json:"method"`
 	// Multiline: the focused element takes line breaks (multilineFn).
 	Multiline bool `json:"multiline"`
 }

@@ -642,3 +642,29 @@ func TestChromiumNonUTF8FormRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestChromiumGetFormRefused: a value is not typed into a field whose form,
+// or a submit button of it, submits with GET or as a dialog: the value
+// would be in the next page's URL, where script runs again (a red-team run
+// set method=get before typing and read location.search on the next page).
+func TestChromiumGetFormRefused(t *testing.T) {
+	t.Parallel()
+	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw"}, envConfig{autoAttach: true})
+	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
+	for _, c := range []struct {
+		q  string
+		ok bool
+	}{
+		{"method=get", false},
+		{"method=dialog", false},
+		{"formmethod=get", false},
+		{"method=post&formmethod=post", true},
+	} {
+		e.navigate(e.site.url("acme.test", "/formto?action=/submit&"+c.q))
+		e.cl.eval(e.sid, `document.getElementById('pass').focus()`)
+		err := e.typeText("fill", "<<secret:pw>>")
+		if c.ok != (err == nil) || !c.ok && !strings.Contains(err.Error(), "submits with GET") {
+			t.Errorf("%s: %v", c.q, err)
+		}
+	}
+}

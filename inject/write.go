@@ -34,7 +34,7 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 			return fmt.Appendf(nil, `{"objectId":%s,"functionDeclaration":%s,"arguments":[{"value":%d},{"value":%t},{"value":%s},{"value":%t}],"returnByValue":true,"silent":true}`,
 				ob, fb, utf16Len(text, ms, secrets), strict, postOrigins(ms, secrets), wideText(text, ms, secrets))
 		})
-		if err == nil && (res.Constrained || res.Filled || res.Elsewhere) {
+		if err == nil && (res.Constrained || res.Filled || res.Elsewhere || res.Method) {
 			return in.refuseField(ctx, c, m, ms, secrets, origin, res)
 		}
 	}
@@ -58,7 +58,7 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 		res, err = in.writeAt(cctx, c, loc, origin, text, ms, secrets, strict)
 		switch {
 		case err != nil:
-		case res.Constrained || res.Filled || res.Elsewhere:
+		case res.Constrained || res.Filled || res.Elsewhere || res.Method:
 			stopped = true
 			return in.refuseField(ctx, c, m, ms, secrets, origin, res)
 		case res.Remote || res.Denied:
@@ -171,6 +171,8 @@ func (in *interceptor) strictField(context.Context, cdpproxy.Conn) bool {
 func (in *interceptor) refuseField(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match, secrets map[string]Secret, origin string, res focusResult) cdpproxy.Verdict {
 	why, reason := "its validity or length depends on the value (pattern, minlength, min, max, step or a maxlength shorter than the value), or its form does not encode in UTF-8", "sink: constrained field"
 	switch {
+	case res.Method:
+		why, reason = "its form submits with GET or as a dialog (the value would be in the next page's URL)", "sink: form submits with GET"
 	case res.Elsewhere:
 		why, reason = "its form posts to an origin the secret is not allowed on", "origin: form posts elsewhere"
 	case res.Filled:
@@ -465,7 +467,7 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	res, err := in.writeAt(cctx, c, loc, origin, u.text, ms, secrets, strict)
 	switch {
 	case err != nil:
-	case res.Constrained || res.Filled || res.Elsewhere:
+	case res.Constrained || res.Filled || res.Elsewhere || res.Method:
 		stopped = true
 		return in.refuseField(ctx, c, m, ms, secrets, origin, res)
 	case res.Remote || res.Denied:
