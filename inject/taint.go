@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cdpvault/cdpvault/cdpproxy"
 )
@@ -152,7 +153,7 @@ func (t *Taints) live(ctx context.Context, c cdpproxy.Conn) *taint {
 	}
 	recs := append([]*taint(nil), t.recs...)
 	t.mu.Unlock()
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	cctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
 	views := map[viewKey]*targetView{}
 	var targets *targetList
@@ -186,6 +187,11 @@ func (t *Taints) live(ctx context.Context, c cdpproxy.Conn) *taint {
 	}
 	return nil
 }
+
+// readTimeout bounds the browser reads of the taint (a frame stuck in a
+// paused navigation can leave them unanswered). Running out keeps the taint:
+// a document that cannot be read is treated as shown.
+const readTimeout = 5 * time.Second
 
 type viewKey struct {
 	conn      cdpproxy.Conn
@@ -343,7 +349,7 @@ func (in *interceptor) taintAfterWrite(ctx context.Context, c cdpproxy.Conn, loc
 	go func() {
 		defer t.settled(r)
 		defer close(r.ready)
-		cctx, cancel := context.WithTimeout(in.baseCtx, callTimeout)
+		cctx, cancel := context.WithTimeout(in.baseCtx, readTimeout)
 		defer cancel()
 		var wg sync.WaitGroup
 		wg.Add(1)
