@@ -450,8 +450,8 @@ func newSite(t testing.TB) *site {
 		if m := r.URL.Query().Get("formmethod"); m != "" {
 			fm = " formmethod=" + m
 		}
-		fmt.Fprintf(w, `<!doctype html><meta charset=utf-8><form action=%q method=%s accept-charset=%q><input id=pass name=pass><button formaction=%q%s>go</button></form>`,
-			r.URL.Query().Get("action"), method, r.URL.Query().Get("cs"), r.URL.Query().Get("formaction"), fm)
+		fmt.Fprintf(w, `<!doctype html><meta charset=utf-8><form id=f action=%q method=%s accept-charset=%q><input id=pass name=pass><button formaction=%q%s>go</button></form>%s`,
+			r.URL.Query().Get("action"), method, r.URL.Query().Get("cs"), r.URL.Query().Get("formaction"), fm, r.URL.Query().Get("extra"))
 	})
 	mux.HandleFunc("/ta", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -99,17 +99,20 @@ const fieldCheck = `function(win, len, strict, posts, wide) {
   while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
   const out = {constrained: false, filled: false, elsewhere: false, method: false};
   if (!el) return out;
+  // Every button and input of the document that belongs to the field's
+  // form: form.elements leaves out <input type=image>.
+  const submitters = el.form ? Array.prototype.filter.call(win.document.querySelectorAll('button,input'), (s) => s.form === el.form) : [];
   if (posts && el.form) {
     const ok = (u) => { try { return posts.indexOf(new URL(u, win.document.baseURI).origin) >= 0; } catch (e) { return false; } };
     if (!ok(el.form.action)) out.elsewhere = true;
-    for (const s of el.form.elements) {
-      if ((s.tagName === 'BUTTON' || s.tagName === 'INPUT') && s.hasAttribute('formaction') && !ok(s.formAction)) out.elsewhere = true;
+    for (const s of submitters) {
+      if (s.hasAttribute('formaction') && !ok(s.formAction)) out.elsewhere = true;
     }
   }
   if (el.form) {
     if (el.form.method !== 'post') out.method = true;
-    for (const s of el.form.elements) {
-      if ((s.tagName === 'BUTTON' || s.tagName === 'INPUT') && s.hasAttribute('formmethod') && s.formMethod !== 'post') out.method = true;
+    for (const s of submitters) {
+      if (s.hasAttribute('formmethod') && s.formMethod !== 'post') out.method = true;
     }
   }
   if (wide) {

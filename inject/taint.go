@@ -87,6 +87,10 @@ type taint struct {
 	loaderID string // "" when it could not be read
 	histSID  string // session whose navigation history holds entryID
 	entryID  int64  // top-level history entry shown at the write, 0 when unknown
+	// related are the pages linked to the typed-into one by opener (either
+	// way) and of its origin at the write: their script can hold the
+	// typed-into field itself, so the taint does not sleep while one is open.
+	related []string
 }
 
 // Len reports how many documents are tainted (as last checked).
@@ -172,8 +176,24 @@ func (t *Taints) live(ctx context.Context, c cdpproxy.Conn) *taint {
 		switch shown, known := v.shows(r); {
 		case shown:
 			return r
-		case known:
+		case known && len(r.related) == 0:
 			continue // asleep: another document is shown
+		case known:
+			// Another document is shown, but a page that could hold the
+			// typed-into field (an opener or a popup of its origin) may
+			// still be open.
+			if targets == nil {
+				targets = listTargets(cctx, c)
+			}
+			if !targets.ok {
+				return r
+			}
+			for _, id := range r.related {
+				if targets.ids[id] {
+					return r
+				}
+			}
+			continue
 		}
 		// The typing connection cannot tell: the taint lasts while its
 		// target exists, asked on the command's connection.
@@ -363,6 +383,7 @@ func (in *interceptor) taintAfterWrite(ctx context.Context, c cdpproxy.Conn, loc
 			}
 		}
 		wg.Wait()
+		r.related = relatedPages(cctx, c, r)
 		if r.targetID == "" {
 			if raw, err := c.Call(cctx, loc.sid, "Target.getTargetInfo", struct{}{}); err == nil {
 				var out struct {
@@ -843,4 +864,56 @@ func (in *interceptor) mayType(ctx context.Context, c cdpproxy.Conn, sid string)
 	in.o.Metrics.incTainted()
 	in.o.Logger.Info("held keys dropped on a tainted page", slog.String("secret", r.secret), slog.String("origin", r.origin))
 	return false
+}
+
+// relatedPages lists the pages linked to r's page by opener (either way)
+// whose origin is r's (or not yet known: about:blank inherits its
+// opener's): their script can keep a handle on the typed-into field after
+// its document is gone.
+func relatedPages(ctx context.Context, c cdpproxy.Conn, r *taint) []string {
+	raw, err := c.Call(ctx, "", "Target.getTargets", struct{}{})
+	if err != nil {
+		return nil
+	}
+	var out struct {
+		TargetInfos []struct {
+			TargetID string `json:"targetId"`
+			Type     string `json:"type"`
+			URL      string `json:"url"`
+			OpenerID string `json:"openerId"`
+		} `json:"targetInfos"`
+	}
+	if json.Unmarshal(raw, &out) != nil {
+		return nil
+	}
+	opener := ""
+	for _, ti := range out.TargetInfos {
+		if ti.TargetID == r.targetID {
+			opener = ti.OpenerID
+		}
+	}
+	var ids []string
+	for _, ti := range out.TargetInfos {
+		if ti.TargetID == r.targetID || ti.Type != "page" || !(ti.OpenerID == r.targetID && r.targetID != "" || ti.TargetID == opener) {
+			continue
+		}
+		if o := originOf(ti.URL); o == r.origin || o == "" || o == "null" {
+			ids = append(ids, ti.TargetID)
+		}
+	}
+	return ids
+}
+
+// originOf returns scheme://host[:port] of an absolute http(s) URL, "" for
+// about:blank and the like.
+func originOf(u string) string {
+	i := strings.Index(u, "://")
+	if i < 0 {
+		return ""
+	}
+	rest := u[i+3:]
+	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
+		rest = rest[:j]
+	}
+	return u[:i+3] + rest
 }

@@ -552,6 +552,15 @@ func TestChromiumFormPostingElsewhereRefused(t *testing.T) {
 			}
 		}
 	}
+	// An image submitter outside the form (form=f), which form.elements
+	// leaves out, posting elsewhere or by GET.
+	for _, extra := range []string{`<input type=image form=f formaction="` + evil + `">`, `<input type=image form=f formmethod=get>`} {
+		e.navigate(e.site.url("acme.test", "/formto?action=/submit&extra="+url.QueryEscape(extra)))
+		e.cl.eval(e.sid, `document.getElementById('pass').focus()`)
+		if err := e.typeText("fill", "<<secret:pw>>"); err == nil {
+			t.Errorf("%s: typed, want refused", extra)
+		}
+	}
 }
 
 // TestChromiumTaintRefusesHiddenEdits: what a fourth red-team round used to
@@ -666,5 +675,54 @@ func TestChromiumGetFormRefused(t *testing.T) {
 		if c.ok != (err == nil) || !c.ok && !strings.Contains(err.Error(), "submits with GET") {
 			t.Errorf("%s: %v", c.q, err)
 		}
+	}
+}
+
+// TestChromiumTaintKeptWhileRelatedPageOpen: a popup of the typed-into
+// page's origin, opened before typing, can hold the field itself (a handle
+// through window.opener); the taint does not sleep when the typed-into
+// document goes until that popup is closed too.
+func TestChromiumTaintKeptWhileRelatedPageOpen(t *testing.T) {
+	t.Parallel()
+	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw"}, envConfig{autoAttach: true, taints: NewTaints()})
+	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{e.site.origin("acme.test")}}
+	e.navigate(e.site.url("acme.test", "/login"))
+	main := ct0(e)
+	e.cl.must(e.sid, "Runtime.evaluate", map[string]any{"expression": `window.open('/plain', 'pop'); 1`, "userGesture": true})
+	popup := ""
+	deadline := time.Now().Add(15 * time.Second)
+	for popup == "" {
+		var ts struct {
+			TargetInfos []struct{ TargetID, Type, OpenerID string }
+		}
+		_ = json.Unmarshal(e.cl.must("", "Target.getTargets", nil), &ts)
+		for _, ti := range ts.TargetInfos {
+			if ti.Type == "page" && ti.OpenerID == main {
+				popup = ti.TargetID
+			}
+		}
+		if popup == "" && time.Now().After(deadline) {
+			t.Fatal("no popup")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the browser with a deadline
+	}
+	e.cl.eval(e.sid, `document.getElementById('pass').focus()`)
+	if err := e.typeText("fill", "<<secret:pw>>"); err != nil {
+		t.Fatal(err)
+	}
+	e.navigate(e.site.url("acme.test", "/plain"))
+	_, err := e.cl.send(e.sid, "Runtime.getProperties", map[string]any{"objectId": "1.1.1"})
+	wantTaintRefusal(t, "script while the popup is open", err)
+	e.cl.must("", "Target.closeTarget", map[string]any{"targetId": popup})
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		_, err := e.cl.send(e.sid, "Runtime.getProperties", map[string]any{"objectId": "1.1.1"})
+		if err == nil || !strings.Contains(err.Error(), taintRefusal) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("taint kept after the popup closed")
+		}
+		time.Sleep(10 * time.Millisecond) // the close is asynchronous in the browser
 	}
 }
