@@ -74,7 +74,7 @@
 // of the session is refused the commands that would run its own script,
 // read objects script made, read the DOM or layout, change the DOM or
 // style, hand the page content of its making, copy the selection (see
-// Gated) or edit text (refuseEdit); scripts for new documents are refused
+// gated) or edit text (refuseEdit); scripts for new documents are refused
 // in that page until it closes (plantsScript). A prompt-injected agent
 // could otherwise read the value back in forms no scrubber knows or send it
 // elsewhere. The document is identified by its frame's loader and its

@@ -17,7 +17,7 @@ import (
 // Taints is the set of documents of one daemon session that hold a value
 // cdpvault typed into them. While any of them lives, the session's clients
 // may not run their own script in the browser or change the DOM (see
-// Gated): a prompt-injected agent that could still run script next to the
+// gated): a prompt-injected agent that could still run script next to the
 // value would read it back transformed past every encoding the scrubber
 // knows (reversed, one character at a time) or fetch() it to another
 // origin. The page's own script keeps running, and input (keyboard, mouse,
@@ -282,23 +282,36 @@ type targetList struct {
 
 func listTargets(ctx context.Context, c cdpproxy.Conn) *targetList {
 	l := &targetList{ids: map[string]bool{}}
-	raw, err := c.Call(ctx, "", "Target.getTargets", struct{}{})
-	if err != nil {
-		return l
-	}
-	var out struct {
-		TargetInfos []struct {
-			TargetID string `json:"targetId"`
-		} `json:"targetInfos"`
-	}
-	if json.Unmarshal(raw, &out) != nil {
-		return l
-	}
-	l.ok = true
-	for _, ti := range out.TargetInfos {
+	infos, ok := getTargets(ctx, c)
+	l.ok = ok
+	for _, ti := range infos {
 		l.ids[ti.TargetID] = true
 	}
 	return l
+}
+
+// targetInfo is what the taint reads of a Target.getTargets entry.
+type targetInfo struct {
+	TargetID string `json:"targetId"`
+	Type     string `json:"type"`
+	URL      string `json:"url"`
+	OpenerID string `json:"openerId"`
+}
+
+// getTargets asks the browser for every target (the daemon's own call, so
+// no client filter applies); false when it cannot tell.
+func getTargets(ctx context.Context, c cdpproxy.Conn) ([]targetInfo, bool) {
+	raw, err := c.Call(ctx, "", "Target.getTargets", struct{}{})
+	if err != nil {
+		return nil, false
+	}
+	var out struct {
+		TargetInfos []targetInfo `json:"targetInfos"`
+	}
+	if json.Unmarshal(raw, &out) != nil {
+		return nil, false
+	}
+	return out.TargetInfos, true
 }
 
 type frameTreeNode struct {
@@ -583,19 +596,16 @@ var domAllowed = map[string]bool{
 	"DOM.setNodeStackTracesEnabled": true,
 }
 
-// Gated reports whether the command method (with its raw message) is
+// gated reports whether the command method (with its raw message) is
 // refused while a document holds a typed value: it runs script in a page,
 // reads objects script made or input values, changes the document or its
 // style, hands the page content of the client's making (a javascript:
 // navigation, a script run at once in existing documents, a fulfilled or
 // redirected request) or copies the selection. Parameters are read as
 // Chrome reads them (exact, case-sensitive names); a params object with a
-// name twice, or two names equal but for case, is refused.
-func Gated(method string, raw []byte) bool { return gated(method, raw, "") }
-
-// gated is Gated for a command on a target whose main frame is mainFrame
-// ("" when unknown): navigating any other frame of a tainted page is
-// refused too.
+// name twice, or two names equal but for case, is refused. mainFrame is the
+// command target's main frame ("" when unknown): navigating any other frame
+// of a tainted page is refused too.
 func gated(method string, raw []byte, mainFrame string) bool {
 	if gatedMethods[method] {
 		return true
@@ -871,29 +881,18 @@ func (in *interceptor) mayType(ctx context.Context, c cdpproxy.Conn, sid string)
 // opener's): their script can keep a handle on the typed-into field after
 // its document is gone.
 func relatedPages(ctx context.Context, c cdpproxy.Conn, r *taint) []string {
-	raw, err := c.Call(ctx, "", "Target.getTargets", struct{}{})
-	if err != nil {
-		return nil
-	}
-	var out struct {
-		TargetInfos []struct {
-			TargetID string `json:"targetId"`
-			Type     string `json:"type"`
-			URL      string `json:"url"`
-			OpenerID string `json:"openerId"`
-		} `json:"targetInfos"`
-	}
-	if json.Unmarshal(raw, &out) != nil {
+	infos, ok := getTargets(ctx, c)
+	if !ok {
 		return nil
 	}
 	opener := ""
-	for _, ti := range out.TargetInfos {
+	for _, ti := range infos {
 		if ti.TargetID == r.targetID {
 			opener = ti.OpenerID
 		}
 	}
 	var ids []string
-	for _, ti := range out.TargetInfos {
+	for _, ti := range infos {
 		if ti.TargetID == r.targetID || ti.Type != "page" || !(ti.OpenerID == r.targetID && r.targetID != "" || ti.TargetID == opener) {
 			continue
 		}

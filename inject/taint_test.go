@@ -325,8 +325,8 @@ func TestGated(t *testing.T) {
 		{"CSS.getMatchedStylesForNode", `{}`, true},
 	}
 	for _, c := range cases {
-		if got := Gated(c.method, []byte(c.raw)); got != c.want {
-			t.Errorf("Gated(%s, %s) = %v, want %v", c.method, c.raw, got, c.want)
+		if got := gated(c.method, []byte(c.raw), ""); got != c.want {
+			t.Errorf("gated(%s, %s) = %v, want %v", c.method, c.raw, got, c.want)
 		}
 	}
 }

@@ -22,7 +22,7 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 	if refusal != "" {
 		return reply(cdpproxy.ErrorReply(m, refusal))
 	}
-	strict := in.strictField(ctx, c) // before this write counts
+	strict := in.strictField() // before this write counts
 	defer in.o.Taints.beginWrite(ms[0].name, origin)()
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -34,8 +34,10 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 			return fmt.Appendf(nil, `{"objectId":%s,"functionDeclaration":%s,"arguments":[{"value":%d},{"value":%t},{"value":%s},{"value":%t}],"returnByValue":true,"silent":true}`,
 				ob, fb, utf16Len(text, ms, secrets), strict, postOrigins(ms, secrets), wideText(text, ms, secrets))
 		})
-		if err == nil && (res.Constrained || res.Filled || res.Elsewhere || res.Method) {
-			return in.refuseField(ctx, c, m, ms, secrets, origin, res)
+		if err == nil {
+			if v, refused := in.refuseWrite(ctx, c, m, ms, secrets, origin, res); refused {
+				return v
+			}
 		}
 	}
 	// Every attempt that may have typed something taints, failed ones
@@ -56,14 +58,14 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 	} else {
 		var res focusResult
 		res, err = in.writeAt(cctx, c, loc, origin, text, ms, secrets, strict)
+		if err == nil {
+			if v, refused := in.refuseWrite(ctx, c, m, ms, secrets, origin, res); refused {
+				stopped = true // nothing was written
+				return v
+			}
+		}
 		switch {
 		case err != nil:
-		case res.Constrained || res.Filled || res.Elsewhere || res.Method:
-			stopped = true
-			return in.refuseField(ctx, c, m, ms, secrets, origin, res)
-		case res.Remote || res.Denied:
-			// Focus moved between the check and the write: nothing typed.
-			return in.refuseMoved(ctx, c, m, ms, secrets, res)
 		case !res.Inserted:
 			// The focused element does not take execCommand text (an
 			// editor listening to IME input only): type it through the
@@ -162,9 +164,22 @@ func postOrigins(ms []match, secrets map[string]Secret) string {
 // value can never be typed into another. (Asking whether the typed-into
 // document is still shown would cost a round trip per injection; the rule
 // only refuses text typed key by key in front of a placeholder into the
-// same field, which one insertText of the whole text does instead.)
-func (in *interceptor) strictField(context.Context, cdpproxy.Conn) bool {
-	return in.o.Taints.Len() > 0
+// same field, which one insertText of the whole text does instead.) Read it
+// before the write's own beginWrite.
+func (in *interceptor) strictField() bool { return in.o.Taints.Len() > 0 }
+
+// refuseWrite answers a checked write (writeAt) that wrote nothing: the
+// field check stopped it, or focus moved to a frame the check does not
+// allow. ok is false when the write went ahead.
+func (in *interceptor) refuseWrite(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match, secrets map[string]Secret, origin string, res focusResult) (v cdpproxy.Verdict, ok bool) {
+	switch {
+	case res.Constrained || res.Filled || res.Elsewhere || res.Method:
+		return in.refuseField(ctx, c, m, ms, secrets, origin, res), true
+	case res.Remote || res.Denied:
+		// Focus moved between the check and the write.
+		return in.refuseMoved(ctx, c, m, ms, secrets, res), true
+	}
+	return cdpproxy.Verdict{}, false
 }
 
 // refuseField answers a write the field check stopped: nothing was typed.
@@ -182,14 +197,7 @@ func (in *interceptor) refuseField(ctx context.Context, c cdpproxy.Conn, m *cdpp
 	if res.Elsewhere {
 		result = ResultRefusedOrigin
 	}
-	seen := map[string]bool{}
-	for _, x := range ms {
-		if !seen[x.name] {
-			seen[x.name] = true
-			in.record(ctx, c, Record{Secret: x.name, Version: secrets[x.name].Version, Origin: origin, Sink: m.Method,
-				Result: AuditRefused, Reason: reason}, result)
-		}
-	}
+	in.recordEach(ctx, c, m, ms, secrets, origin, AuditRefused, result, reason)
 	return reply(cdpproxy.ErrorReply(m, "cdpvault: secret "+ms[0].name+" not typed into the focused field: "+why))
 }
 
@@ -454,7 +462,7 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	if refusal != "" {
 		return reply(cdpproxy.ErrorReply(m, refusal))
 	}
-	strict := in.strictField(ctx, c) // before this write counts
+	strict := in.strictField() // before this write counts
 	defer in.o.Taints.beginWrite(ms[0].name, origin)()
 	stopped := false
 	defer func() {
@@ -465,15 +473,14 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	res, err := in.writeAt(cctx, c, loc, origin, u.text, ms, secrets, strict)
-	switch {
-	case err != nil:
-	case res.Constrained || res.Filled || res.Elsewhere || res.Method:
-		stopped = true
-		return in.refuseField(ctx, c, m, ms, secrets, origin, res)
-	case res.Remote || res.Denied:
-		return in.refuseMoved(ctx, c, m, ms, secrets, res)
-	case !res.Inserted:
-		err = errNotEditable
+	if err == nil {
+		if v, refused := in.refuseWrite(ctx, c, m, ms, secrets, origin, res); refused {
+			stopped = true // nothing was written
+			return v
+		}
+		if !res.Inserted {
+			err = errNotEditable
+		}
 	}
 	result, audit, reason := ResultInjected, AuditInjected, ""
 	if err != nil {
