@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -572,5 +573,36 @@ func TestLaunchSessionRefusesAgentProxy(t *testing.T) {
 	resp := r.Call("", "Target.exposeDevToolsProtocol", map[string]any{"targetId": target, "bindingName": "cdp"})
 	if resp.Error == nil || !strings.HasPrefix(resp.Error.Message, "cdpvault:") {
 		t.Errorf("Target.exposeDevToolsProtocol: %s %+v, want a cdpvault refusal", resp.Result, resp.Error)
+	}
+}
+
+// TestInjectTaintOff: with injection.taint: off the daemon types the secret
+// and leaves script on the page alone (the documented opt-out); what comes
+// back is still scrubbed.
+func TestInjectTaintOff(t *testing.T) {
+	t.Parallel()
+	site := NewSite(t)
+	env := NewEnv(t, "info")
+	f, err := os.OpenFile(env.Config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, "injection: {taint: \"off\"}")
+	f.Close()
+	token := env.Tenant("acme")
+	env.SetSecret("acme", acmePlain, plainValue, site.Origin("acme"))
+	d := env.Start()
+	s := d.NewSession(t, token, SessionOpts{Secrets: []string{acmePlain}})
+	r := DialRaw(t, s.WSURL)
+	_, sid := r.NewPageSession("about:blank")
+	r.Navigate(sid, site.URL("acme", "/login"))
+	r.Evaluate(sid, `document.getElementById('password').focus()`)
+	r.MustCall(sid, "Input.insertText", map[string]any{"text": placeholder(acmePlain)}, nil)
+	got := r.Evaluate(sid, `document.getElementById('password').value`)
+	if string(got) != `"`+placeholder(acmePlain)+`"` {
+		t.Errorf("the field read back as %s, want the placeholder (typed, then scrubbed)", got)
+	}
+	if n := r.Evaluate(sid, `document.getElementById('password').value.length`); string(n) != fmt.Sprint(len(plainValue)) {
+		t.Errorf("field length %s, want %d: the value was not typed", n, len(plainValue))
 	}
 }
