@@ -175,10 +175,9 @@ func socksHandshake(c net.Conn, user string, pw []byte, target string) error {
 
 // dialSOCKS opens a tunnel to target through the SOCKS5 upstream u.
 func (u *upstream) dialSOCKS(ctx context.Context, target string) (net.Conn, error) {
-	d := net.Dialer{Timeout: u.r.opts.DialTimeout, KeepAlive: 30 * time.Second}
-	c, err := d.DialContext(ctx, "tcp", u.p.addr) // always the SOCKS server, never the target
+	c, err := u.dialProxy(ctx) // always the SOCKS server, never the target
 	if err != nil {
-		return nil, u.fail(failUpstream, "dial", err)
+		return nil, err
 	}
 	ok := false
 	defer func() {
@@ -186,9 +185,7 @@ func (u *upstream) dialSOCKS(ctx context.Context, target string) (net.Conn, erro
 			_ = c.Close()
 		}
 	}()
-	_ = c.SetDeadline(time.Now().Add(u.r.opts.HandshakeTimeout))
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer u.handshakeDeadline(ctx, c)()
 
 	// The password is copied out of the credential's LockedBuffer into a
 	// []byte (so the handshake does not hold the credential's lock), used

@@ -235,6 +235,13 @@ func (u *upstream) dialProxy(ctx context.Context) (net.Conn, error) {
 	return tc, nil
 }
 
+// handshakeDeadline bounds a tunnel handshake on c by the handshake
+// timeout and by ctx; the returned func stops watching ctx.
+func (u *upstream) handshakeDeadline(ctx context.Context, c net.Conn) func() bool {
+	_ = c.SetDeadline(time.Now().Add(u.r.opts.HandshakeTimeout))
+	return context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+}
+
 // validTarget reports whether target is a host:port fit for a CONNECT line.
 func validTarget(target string) bool {
 	if target == "" || len(target) > 1024 || strings.IndexFunc(target, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
@@ -267,9 +274,7 @@ func (u *upstream) dialCONNECT(ctx context.Context, target string) (net.Conn, er
 			_ = c.Close()
 		}
 	}()
-	_ = c.SetDeadline(time.Now().Add(u.r.opts.HandshakeTimeout))
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer u.handshakeDeadline(ctx, c)()
 
 	var req []byte
 	err = u.withCred(ctx, func(cred []byte) {
@@ -383,9 +388,7 @@ func (u *upstream) probe(ctx context.Context) error {
 	if u.p.scheme != schemeSOCKS5 {
 		return nil
 	}
-	_ = c.SetDeadline(time.Now().Add(u.r.opts.HandshakeTimeout))
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer u.handshakeDeadline(ctx, c)()
 	method := byte(0x00)
 	if u.cfg.Username != "" {
 		method = 0x02
