@@ -86,7 +86,8 @@ type cdpConn struct {
 	pending map[int64]chan json.RawMessage // responses by id (client and daemon)
 	targets map[string]cdpproxy.TargetInfo
 	subs    []chan event
-	seen    []string // every event method+params the client received
+	seen    []string       // every event method+params the client received
+	calls   map[string]int // the interceptor's own calls by method
 	closed  chan struct{}
 	// toClient, when set, makes cdpConn a proxy: responses to client ids
 	// and events (after Event) are written to the client with it.
@@ -243,6 +244,12 @@ func (c *cdpConn) roundTrip(ctx context.Context, id int64, data []byte) (json.Ra
 // frame is wiped after the write, as the proxy does.
 func (c *cdpConn) Call(ctx context.Context, sid, method string, params any) (json.RawMessage, error) {
 	id := c.daemon.Add(1)
+	c.mu.Lock()
+	if c.calls == nil {
+		c.calls = map[string]int{}
+	}
+	c.calls[method]++
+	c.mu.Unlock()
 	var pb []byte
 	switch p := params.(type) {
 	case json.RawMessage:
@@ -266,6 +273,7 @@ func (c *cdpConn) Call(ctx context.Context, sid, method string, params any) (jso
 	var r struct {
 		Result json.RawMessage `json:"result"`
 		Error  *struct {
+			Code    int    `json:"code"`
 			Message string `json:"message"`
 		} `json:"error"`
 	}
@@ -273,7 +281,7 @@ func (c *cdpConn) Call(ctx context.Context, sid, method string, params any) (jso
 		return nil, err
 	}
 	if r.Error != nil {
-		return nil, fmt.Errorf("%s: %s", method, r.Error.Message)
+		return nil, fmt.Errorf("%s: %w", method, &cdpproxy.CDPError{Code: r.Error.Code, Message: r.Error.Message})
 	}
 	return r.Result, nil
 }
@@ -347,6 +355,7 @@ func (cl *cdpClient) sendRaw(m *cdpproxy.Message) (json.RawMessage, error) {
 	var r struct {
 		Result json.RawMessage `json:"result"`
 		Error  *struct {
+			Code    int    `json:"code"`
 			Message string `json:"message"`
 		} `json:"error"`
 	}
@@ -1003,5 +1012,89 @@ func TestChromiumOrdinaryTypingByteForByte(t *testing.T) {
 		if s != text {
 			t.Errorf("%s: field holds %q, want %q", style, s, text)
 		}
+	}
+}
+
+func TestChromiumPresumedOrigin(t *testing.T) {
+	t.Parallel()
+	// A page of an origin a granted secret allows gets the check's world
+	// readied in the background; a write there then presumes the focused
+	// element is in that document, which writeFn verifies in the write's
+	// own task. When focus is elsewhere (here a same-process cross-origin
+	// iframe), nothing is written and the full check decides.
+	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw", "both"}, envConfig{autoAttach: true, listing: true})
+	acme, login := e.site.origin("acme.test"), e.site.origin("login.acme.test")
+	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{acme}}
+	e.vault.secrets["both"] = fakeSecret{value: "both-ok", origins: []string{acme, login}}
+	e.navigate(e.site.url("acme.test", "/framed?src="+url.QueryEscape(e.site.url("login.acme.test", "/login?autofocus"))))
+	in := e.conn.in.(*interceptor)
+	in.prep.Wait()
+	if got := in.presumedOrigin(e.conn, e.sid); got != acme {
+		t.Fatalf("presumed origin %q after the page loaded, want %q", got, acme)
+	}
+	calls := func() map[string]int {
+		e.conn.mu.Lock()
+		defer e.conn.mu.Unlock()
+		c := e.conn.calls
+		e.conn.calls = nil
+		return c
+	}
+
+	// Focus in the page's own field: one call, the write.
+	e.cl.eval(e.sid, `document.getElementById('outer').focus()`)
+	calls()
+	if _, err := e.cl.send(e.sid, methodInsertText, map[string]any{"text": "<<secret:pw>>"}); err != nil {
+		t.Fatal(err)
+	}
+	if c := calls(); c["Runtime.callFunctionOn"] != 1 || len(c) != 1 {
+		t.Errorf("calls for a presumed write: %v, want one Runtime.callFunctionOn", c)
+	}
+	if v := string(e.cl.eval(e.sid, `document.getElementById('outer').value`)); v != `"`+plainValue+`"` {
+		t.Fatalf("outer field holds %s", v)
+	}
+
+	// Focus in the iframe: the presumption fails, the full check names the
+	// iframe's origin.
+	e.cl.eval(e.sid, `document.getElementById('outer').value = ''; document.getElementById('fr').focus()`)
+	e.cl.waitEval(e.sid, `document.activeElement && document.activeElement.id === 'fr'`)
+	want := fmt.Sprintf("cdpvault: origin %s is not allowed for secret pw", login)
+	_, err := e.cl.send(e.sid, methodInsertText, map[string]any{"text": "<<secret:pw>>"})
+	var ce *cdpError
+	if !errors.As(err, &ce) || ce.msg != want {
+		t.Fatalf("error %v, want %q", err, want)
+	}
+	// A secret allowed on both: the presumed write finds focus in the
+	// iframe, writes nothing, and the full check types it there.
+	if _, err := e.cl.send(e.sid, methodInsertText, map[string]any{"text": "<<secret:both>>"}); err != nil {
+		t.Fatal(err)
+	}
+	recs := e.audit.all()
+	if last := recs[len(recs)-1]; last.Secret != "both" || last.Result != AuditInjected || last.Origin != login {
+		t.Fatalf("last audit %+v, want both injected on %s", last, login)
+	}
+	if v := string(e.cl.eval(e.sid, `document.getElementById('outer').value`)); v != `""` {
+		t.Fatalf("outer field holds %s", v)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for !e.site.received("login.acme.test", "both-ok") { // beacons are asynchronous
+		if time.Now().After(deadline) {
+			t.Fatal("the value did not arrive in the iframe (beacon)")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the browser's requests with a deadline
+	}
+	if e.site.received("login.acme.test", plainValue) {
+		t.Fatal("the refused value reached the iframe")
+	}
+	n := 0
+	for _, r := range recs {
+		if r.Secret == "pw" && r.Result == AuditRefused {
+			n++
+			if r.Origin != login {
+				t.Errorf("refusal recorded on %q, want %q", r.Origin, login)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d refusals of pw recorded, want 1 (a failed presumption records nothing)", n)
 	}
 }

@@ -151,15 +151,16 @@ func New(o Options) cdpproxy.Interceptor {
 	worldSeq.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	return &interceptor{
-		o:        o,
-		granted:  granted,
-		world:    world,
-		held:     map[string]*hold{},
-		swallow:  map[string]string{},
-		children: map[string]child{},
-		worlds:   map[string]string{},
-		baseCtx:  ctx,
-		cancel:   cancel,
+		o:         o,
+		granted:   granted,
+		world:     world,
+		held:      map[string]*hold{},
+		swallow:   map[string]string{},
+		children:  map[string]child{},
+		worlds:    map[string]worldRef{},
+		preparing: map[string]bool{},
+		baseCtx:   ctx,
+		cancel:    cancel,
 	}
 }
 
@@ -179,8 +180,10 @@ type interceptor struct {
 	childMu  sync.Mutex       // never held across Conn.Call
 	children map[string]child // attached iframe sessions
 
-	cacheMu sync.Mutex
-	worlds  map[string]string // session+frame -> remote object id of the check's world global
+	cacheMu   sync.Mutex
+	worlds    map[string]worldRef // session+frame -> the check's world in the frame's document
+	preparing map[string]bool     // sessions whose world prepareWorld is readying
+	prep      sync.WaitGroup      // prepareWorld's goroutines
 
 	pending atomic.Pointer[taint] // the last taint whose reads may still run
 
@@ -324,6 +327,7 @@ func (in *interceptor) Event(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.M
 		if bytes.Contains(m.Raw, []byte(worldPrefix)) {
 			return cdpproxy.Verdict{Kind: cdpproxy.Drop}, nil
 		}
+		in.prepareWorld(c, m)
 	case "DOM.characterDataModified", "DOM.attributeModified":
 		// Text node and attribute changes carry an input's edited value
 		// (its user-agent shadow text, a value attribute the page keeps in

@@ -43,7 +43,7 @@ const focusWalk = `function walk() {
       }
     }
     if (next && depth < 64) { w = next; depth++; continue; }
-    return {win: w, origin: w.location.origin, remote: remote, depth: depth, focus: document.hasFocus()};
+    return {win: w, origin: w.location.origin, remote: remote, depth: depth, focus: document.hasFocus(), self: window.location.origin};
   }
 }`
 
@@ -55,10 +55,10 @@ const focusWalk = `function walk() {
 // hand the arguments to page code through Function.caller/arguments.
 var (
 	checkFn = `function() { 'use strict'; const walk = ` + focusWalk + `; const r = walk();
-  return {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus}; }`
+  return {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, self: r.self}; }`
 	writeFn = `function(origins, text, strict, posts) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
   const r = walk();
-  const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, inserted: false, denied: false};
+  const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, self: r.self, inserted: false, denied: false};
   if (r.remote) return out;
   const o = r.origin;
   if (origins.indexOf('*') < 0 && (o === 'null' || o === '' || origins.indexOf(o) < 0)) { out.denied = true; return out; }
@@ -71,7 +71,7 @@ var (
 	// key (len is its length in UTF-16 units).
 	fieldFn = `function(len, strict, posts, wide) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
   const r = walk();
-  const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus};
+  const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, self: r.self};
   if (r.remote) return out;
   const f = check(r.win, len, strict, posts, wide);
   out.constrained = f.constrained; out.filled = f.filled; out.elsewhere = f.elsewhere; out.method = f.method;
@@ -136,7 +136,10 @@ const fieldCheck = `function(win, len, strict, posts, wide) {
 }`
 
 type focusResult struct {
-	Origin   string `json:"origin"`
+	Origin string `json:"origin"`
+	// Self is the origin of the document the world belongs to (where the
+	// walk started).
+	Self     string `json:"self"`
 	Remote   bool   `json:"remote"`
 	Depth    int    `json:"depth"`
 	Focus    bool   `json:"focus"`
@@ -165,6 +168,10 @@ type focusLoc struct {
 }
 
 var errFocusUnverified = errors.New("focus is in a cross-origin frame that cannot be verified")
+
+// errWorldGone: the world a write was to run in is no longer cached (its
+// document went away after the check).
+var errWorldGone = errors.New("the checked document went away before the write")
 
 // focusedOrigin returns the origin of the frame that owns the focused
 // element of the page behind CDP session sid, determined live, and where
@@ -305,19 +312,39 @@ func (in *interceptor) evalFocus(ctx context.Context, c cdpproxy.Conn, sid, fram
 // document lives (creating a world costs a round trip or two); a failure
 // with a cached handle retries once with a fresh world.
 func (in *interceptor) callInWorld(ctx context.Context, c cdpproxy.Conn, sid, frameID string, build func(objectID string) []byte) (focusResult, error) {
+	return in.callWorld(ctx, c, sid, frameID, build, false)
+}
+
+// callWorld is callInWorld; a write (write true) runs only in the cached
+// world, once: a value never goes to a world in a document the check did
+// not see (a cached handle is gone, or fails, when its document went away
+// after the check, and a new world would be in the next document).
+func (in *interceptor) callWorld(ctx context.Context, c cdpproxy.Conn, sid, frameID string, build func(objectID string) []byte, write bool) (focusResult, error) {
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	for attempt := 0; attempt < 2; attempt++ {
-		objectID, cached, err := in.worldHandle(cctx, c, sid, frameID, attempt > 0)
-		if err != nil {
-			return focusResult{}, err
+		var objectID string
+		cached := true
+		if write {
+			in.cacheMu.Lock()
+			w, ok := in.worlds[worldKey(sid, frameID)]
+			in.cacheMu.Unlock()
+			if !ok {
+				return focusResult{}, errWorldGone
+			}
+			objectID = w.handle
+		} else {
+			var err error
+			if objectID, cached, err = in.worldHandle(cctx, c, sid, frameID, attempt > 0); err != nil {
+				return focusResult{}, err
+			}
 		}
 		params := build(objectID)
 		raw, err := c.Call(cctx, sid, "Runtime.callFunctionOn", json.RawMessage(params))
 		wipe(params)
 		if err != nil {
 			in.forgetWorld(sid, frameID)
-			if cached && cctx.Err() == nil {
+			if cached && !write && cctx.Err() == nil {
 				continue // the document went away: new world, once
 			}
 			return focusResult{}, fmt.Errorf("focus check: %w", err)
@@ -331,12 +358,116 @@ func (in *interceptor) callInWorld(ctx context.Context, c cdpproxy.Conn, sid, fr
 		if err := json.Unmarshal(raw, &out); err != nil || out.Result.Value == nil || len(out.ExceptionDetails) > 0 {
 			return focusResult{}, errors.New("focus check: no result")
 		}
+		in.learnOrigin(sid, frameID, objectID, out.Result.Value.Self)
 		return *out.Result.Value, nil
 	}
 	return focusResult{}, errors.New("focus check: no usable isolated world")
 }
 
 func worldKey(sid, frameID string) string { return sid + "\x00" + frameID }
+
+// worldRef is a cached handle on the check's isolated world in one document,
+// and that document's origin once a call in the world has reported it (a
+// document's origin never changes, and the handle never reaches another
+// document).
+type worldRef struct {
+	handle string
+	origin string
+}
+
+// learnOrigin notes the origin of the document behind handle, if it is
+// still the cached one.
+func (in *interceptor) learnOrigin(sid, frameID, handle, origin string) {
+	if origin == "" {
+		return
+	}
+	key := worldKey(sid, frameID)
+	in.cacheMu.Lock()
+	if w, ok := in.worlds[key]; ok && w.handle == handle {
+		w.origin = origin
+		in.worlds[key] = w
+	}
+	in.cacheMu.Unlock()
+}
+
+// prepareWorld readies the check's world in a page's new main document
+// whose origin one of the session's secrets allows (a login page): it runs
+// the focus check there in the background, so the first write into the
+// document needs neither the world's creation nor the check (see
+// presumedOrigin). m is a Runtime.executionContextCreated event.
+func (in *interceptor) prepareWorld(c cdpproxy.Conn, m *cdpproxy.Message) {
+	l, ok := in.o.Vault.(Lister)
+	if !ok || len(in.granted) == 0 {
+		return
+	}
+	var ev struct {
+		Params struct {
+			Context struct {
+				Origin  string `json:"origin"`
+				AuxData struct {
+					IsDefault bool   `json:"isDefault"`
+					FrameID   string `json:"frameId"`
+				} `json:"auxData"`
+			} `json:"context"`
+		} `json:"params"`
+	}
+	if json.Unmarshal(m.Raw, &ev) != nil || !ev.Params.Context.AuxData.IsDefault {
+		return
+	}
+	sid, origin := m.SessionID, ev.Params.Context.Origin
+	ti, ok := c.Target(sid)
+	if !ok || ti.Type != "page" || ev.Params.Context.AuxData.FrameID != ti.TargetID ||
+		!(strings.HasPrefix(origin, "https://") || strings.HasPrefix(origin, "http://")) {
+		return
+	}
+	in.cacheMu.Lock()
+	busy := in.preparing[sid]
+	in.preparing[sid] = true
+	in.cacheMu.Unlock()
+	if busy {
+		return
+	}
+	in.prep.Add(1)
+	go func() {
+		defer in.prep.Done()
+		defer func() {
+			in.cacheMu.Lock()
+			delete(in.preparing, sid)
+			in.cacheMu.Unlock()
+		}()
+		ctx, cancel := context.WithTimeout(in.baseCtx, callTimeout)
+		defer cancel()
+		for name := range in.granted {
+			if origins, _, err := l.Origins(ctx, name); err == nil && originAllowed(origins, origin) {
+				_, _ = in.evalFocus(ctx, c, sid, "")
+				return
+			}
+		}
+	}()
+}
+
+// presumedOrigin is the origin of the main document of the target behind
+// CDP session sid as a call in the check's world reported it, when that
+// world is still cached and the target has no out-of-process frames the
+// client attached (focus in one of those is only found by asking it); ""
+// otherwise. A write may presume the focused element is in that document:
+// writeFn verifies it in the same task as the write and writes nothing
+// when it is not so (focus in another frame), and then the full check runs.
+func (in *interceptor) presumedOrigin(c cdpproxy.Conn, sid string) string {
+	if len(in.childSessions(sid)) > 0 {
+		return ""
+	}
+	in.cacheMu.Lock()
+	w, ok := in.worlds[worldKey(sid, "")]
+	in.cacheMu.Unlock()
+	if !ok || w.origin == "" || w.origin == "null" {
+		return ""
+	}
+	if ti, ok := c.Target(sid); ok && ti.Origin != "" && ti.Origin != w.origin {
+		return ""
+	}
+	return w.origin
+}
 
 func (in *interceptor) forgetWorld(sid, frameID string) {
 	in.cacheMu.Lock()
@@ -350,10 +481,10 @@ func (in *interceptor) worldHandle(ctx context.Context, c cdpproxy.Conn, sid, fr
 	key := worldKey(sid, frameID)
 	if !fresh {
 		in.cacheMu.Lock()
-		h, ok := in.worlds[key]
+		w, ok := in.worlds[key]
 		in.cacheMu.Unlock()
 		if ok {
-			return h, true, nil
+			return w.handle, true, nil
 		}
 	}
 	target := frameID
@@ -399,7 +530,7 @@ func (in *interceptor) worldHandle(ctx context.Context, c cdpproxy.Conn, sid, fr
 	if len(in.worlds) > 256 {
 		clear(in.worlds)
 	}
-	in.worlds[key] = out.Result.ObjectID
+	in.worlds[key] = worldRef{handle: out.Result.ObjectID}
 	in.cacheMu.Unlock()
 	return out.Result.ObjectID, false, nil
 }

@@ -837,7 +837,7 @@ var multilineFn = `function() { 'use strict'; const walk = ` + focusWalk + `; co
   if (r.remote) return {origin: r.origin, remote: true};
   let el = r.win.document.activeElement;
   while (el && el.shadowRoot && el.shadowRoot.activeElement) el = el.shadowRoot.activeElement;
-  return {origin: r.origin, multiline: !!el && (el.tagName === 'TEXTAREA' || el.isContentEditable)}; }`
+  return {origin: r.origin, self: r.self, multiline: !!el && (el.tagName === 'TEXTAREA' || el.isContentEditable)}; }`
 
 // focusMultiline finds the frame that owns focus (through out-of-process
 // frames too) and asks whether its focused element takes line breaks.

@@ -17,10 +17,33 @@ import (
 // dispatchKeyEvent sink, so the page's key and input handlers fire as for
 // the client's own typing. Called with in.mu held.
 func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, u *input, text []byte, ms []match) cdpproxy.Verdict {
-	secrets, origin, loc, refusal := in.authorize(ctx, c, m, ms)
+	presumed := ""
+	if !u.keyMode {
+		presumed = in.presumedOrigin(c, m.SessionID)
+	}
+	v, again := in.injectOnce(ctx, c, m, u, text, ms, presumed)
+	if again {
+		// The presumption did not hold and nothing was written: the full
+		// check, as for any write.
+		v, _ = in.injectOnce(ctx, c, m, u, text, ms, "")
+	}
+	return v
+}
+
+// injectOnce makes one attempt at a write. With presumed set (see
+// presumedOrigin) the check that finds the focused frame is skipped and
+// writeFn's own check in the write's task decides; again reports that it
+// found focus elsewhere, or the world gone, before anything was typed or
+// recorded.
+func (in *interceptor) injectOnce(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, u *input, text []byte, ms []match, presumed string) (v cdpproxy.Verdict, again bool) {
+	g := in.authorize(ctx, c, m, ms, presumed)
+	secrets, origin, loc := g.secrets, g.origin, g.loc
 	defer destroyAll(secrets)
-	if refusal != "" {
-		return reply(cdpproxy.ErrorReply(m, refusal))
+	if g.again {
+		return cdpproxy.Verdict{}, true
+	}
+	if g.refusal != "" {
+		return reply(cdpproxy.ErrorReply(m, g.refusal)), false
 	}
 	strict := in.strictField() // before this write counts
 	defer in.o.Taints.beginWrite(ms[0].name, origin)()
@@ -36,7 +59,7 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 		})
 		if err == nil {
 			if v, refused := in.refuseWrite(ctx, c, m, ms, secrets, origin, res); refused {
-				return v
+				return v, false
 			}
 		}
 	}
@@ -53,15 +76,25 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 		var moved *focusResult
 		moved, err = in.typeKeys(cctx, c, m.SessionID, loc, origin, text, ms, secrets)
 		if err == nil && moved != nil {
-			return in.refuseMoved(ctx, c, m, ms, secrets, *moved)
+			return in.refuseMoved(ctx, c, m, ms, secrets, *moved), false
 		}
 	} else {
 		var res focusResult
 		res, err = in.writeAt(cctx, c, loc, origin, text, ms, secrets, strict)
+		var cdpErr *cdpproxy.CDPError
+		gone := errors.Is(err, errWorldGone) || errors.As(err, &cdpErr)
+		if g.presumed && (gone || (err == nil && (res.Remote || res.Denied))) {
+			// The world's document is gone (the browser refused the call)
+			// or focus is not in the presumed document: nothing ran or
+			// was written.
+			stopped = true
+			return cdpproxy.Verdict{}, true
+		}
+		stopped = gone // nothing ran
 		if err == nil {
 			if v, refused := in.refuseWrite(ctx, c, m, ms, secrets, origin, res); refused {
 				stopped = true // nothing was written
-				return v
+				return v, false
 			}
 		}
 		switch {
@@ -82,12 +115,12 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 	}
 	in.recordEach(ctx, c, m, ms, secrets, origin, audit, result, reason)
 	if err != nil {
-		return reply(cdpproxy.ErrorReply(m, "cdpvault: typing the secret into the page failed"))
+		return reply(cdpproxy.ErrorReply(m, "cdpvault: typing the secret into the page failed")), false
 	}
 	if u.keyMode && (u.typ == "keyDown" || u.typ == "char") {
 		in.swallow[m.SessionID] = u.key // its keyUp belongs to the typed value
 	}
-	return reply(cdpproxy.EmptyResult(m))
+	return reply(cdpproxy.EmptyResult(m)), false
 }
 
 // writeAt types text (placeholders replaced) into the focused element in
@@ -101,12 +134,12 @@ func (in *interceptor) writeAt(ctx context.Context, c cdpproxy.Conn, loc focusLo
 	}
 	ab, _ := json.Marshal(allowed)
 	fb, _ := json.Marshal(writeFn)
-	return in.callInWorld(ctx, c, loc.sid, loc.frameID, func(objectID string) []byte {
+	return in.callWorld(ctx, c, loc.sid, loc.frameID, func(objectID string) []byte {
 		ob, _ := json.Marshal(objectID)
 		prefix := `{"objectId":` + string(ob) + `,"functionDeclaration":` + string(fb) + `,"arguments":[{"value":` + string(ab) + `},{"value":"`
 		suffix := fmt.Sprintf(`"},{"value":%t},{"value":%s}],"returnByValue":true,"silent":true}`, strict, postOrigins(ms, secrets))
 		return buildText(prefix, text, ms, secrets, suffix)
-	})
+	}, true)
 }
 
 // wideText reports whether text with its placeholders replaced holds a
@@ -218,40 +251,74 @@ func (in *interceptor) refuseMoved(ctx context.Context, c cdpproxy.Conn, m *cdpp
 	return reply(cdpproxy.ErrorReply(m, msg))
 }
 
+// grant is what authorize found: the resolved secrets (to be destroyed by
+// the caller), the focused frame's origin and where it is, or the refusal
+// (a CDP error message). presumed: origin is presumedOrigin's, not yet
+// checked against focus. again: a presumed origin is not allowed for a
+// secret, so focus must be looked for before anything is refused.
+type grant struct {
+	secrets  map[string]Secret
+	origin   string
+	loc      focusLoc
+	refusal  string
+	presumed bool
+	again    bool
+}
+
 // authorize resolves and checks every distinct name in ms; it stops at the
 // first refusal and returns the CDP error message for it. Every attempt is
-// recorded (audit and metric).
-func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match) (map[string]Secret, string, focusLoc, string) {
-	secrets := map[string]Secret{}
-	var loc focusLoc
-	origin, originErr, originDone := "", error(nil), false
+// recorded (audit and metric). With presumed set (and a vault that lists
+// origins before decrypting), the focused frame is presumed to have that
+// origin when the secret allows it.
+func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match, presumed string) grant {
+	g := grant{secrets: map[string]Secret{}}
+	var originErr error
+	originDone := false
+	// focus determines the focused frame's origin once, presuming when the
+	// secret's origins allow the presumed one.
+	focus := func(origins []string) {
+		if originDone {
+			return
+		}
+		originDone = true
+		if presumed != "" && originAllowed(origins, presumed) {
+			g.origin, g.loc, g.presumed = presumed, focusLoc{sid: m.SessionID}, true
+			return
+		}
+		g.origin, g.loc, originErr = in.focusedOrigin(ctx, c, m.SessionID)
+	}
+	refuse := func(msg string) grant {
+		g.refusal = msg
+		return g
+	}
 	for _, x := range ms {
 		name := x.name
-		if _, ok := secrets[name]; ok {
+		if _, ok := g.secrets[name]; ok {
 			continue
 		}
 		rec := Record{Secret: name, Sink: m.Method, Result: AuditRefused}
 		if !in.granted[name] {
 			rec.Reason = "unlisted: not granted to the session"
 			in.record(ctx, c, rec, ResultRefusedUnlisted)
-			return secrets, origin, loc, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
+			return refuse(fmt.Sprintf("cdpvault: secret %s not granted to this session", name))
 		}
 		if in.o.Vault == nil {
 			rec.Reason = "unknown: no vault"
 			in.record(ctx, c, rec, ResultRefusedUnknown)
-			return secrets, origin, loc, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
+			return refuse(fmt.Sprintf("cdpvault: secret %s not granted to this session", name))
 		}
 		if l, ok := in.o.Vault.(Lister); ok {
 			// Check the origin before decrypting anything.
 			origins, version, err := l.Origins(ctx, name)
 			if err == nil {
-				if !originDone {
-					origin, loc, originErr = in.focusedOrigin(ctx, c, m.SessionID)
-					originDone = true
+				focus(origins)
+				if g.presumed && !originAllowed(origins, g.origin) {
+					g.again = true
+					return g
 				}
-				rec.Version, rec.Origin = version, origin
-				if refusal := in.refuseOrigin(ctx, c, rec, name, origins, origin, originErr); refusal != "" {
-					return secrets, origin, loc, refusal
+				rec.Version, rec.Origin = version, g.origin
+				if refusal := in.refuseOrigin(ctx, c, rec, name, origins, g.origin, originErr); refusal != "" {
+					return refuse(refusal)
 				}
 			}
 			// An error here is reported by Resolve below, the same way.
@@ -261,30 +328,31 @@ func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdppro
 			if errors.Is(err, ErrUnknownSecret) {
 				rec.Reason = "unknown: tenant has no such secret"
 				in.record(ctx, c, rec, ResultRefusedUnknown)
-				return secrets, origin, loc, fmt.Sprintf("cdpvault: secret %s not granted to this session", name)
+				return refuse(fmt.Sprintf("cdpvault: secret %s not granted to this session", name))
 			}
 			rec.Reason = "error: resolve failed"
 			in.o.Logger.Warn("resolve secret", "secret", name, "error", err.Error())
 			in.record(ctx, c, rec, ResultError)
-			return secrets, origin, loc, fmt.Sprintf("cdpvault: secret %s could not be resolved", name)
+			return refuse(fmt.Sprintf("cdpvault: secret %s could not be resolved", name))
 		}
-		secrets[name] = sec
+		g.secrets[name] = sec
 		rec.Version = sec.Version
 		if sec.Value == nil || !sec.Value.IsAlive() {
 			rec.Reason = "error: empty value"
 			in.record(ctx, c, rec, ResultError)
-			return secrets, origin, loc, fmt.Sprintf("cdpvault: secret %s could not be resolved", name)
+			return refuse(fmt.Sprintf("cdpvault: secret %s could not be resolved", name))
 		}
-		if !originDone {
-			origin, loc, originErr = in.focusedOrigin(ctx, c, m.SessionID)
-			originDone = true
+		focus(sec.Origins) // when the listing failed
+		if g.presumed && !originAllowed(sec.Origins, g.origin) {
+			g.again = true
+			return g
 		}
-		rec.Origin = origin
-		if refusal := in.refuseOrigin(ctx, c, rec, name, sec.Origins, origin, originErr); refusal != "" {
-			return secrets, origin, loc, refusal
+		rec.Origin = g.origin
+		if refusal := in.refuseOrigin(ctx, c, rec, name, sec.Origins, g.origin, originErr); refusal != "" {
+			return refuse(refusal)
 		}
 	}
-	return secrets, origin, loc, ""
+	return g
 }
 
 // refuseOrigin records and returns the refusal when the focused frame's
@@ -457,10 +525,11 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	if len(ms) == 0 {
 		return forward
 	}
-	secrets, origin, loc, refusal := in.authorize(ctx, c, m, ms)
+	g := in.authorize(ctx, c, m, ms, "")
+	secrets, origin, loc := g.secrets, g.origin, g.loc
 	defer destroyAll(secrets)
-	if refusal != "" {
-		return reply(cdpproxy.ErrorReply(m, refusal))
+	if g.refusal != "" {
+		return reply(cdpproxy.ErrorReply(m, g.refusal))
 	}
 	strict := in.strictField() // before this write counts
 	defer in.o.Taints.beginWrite(ms[0].name, origin)()
