@@ -47,7 +47,15 @@
 // frame (Runtime.callFunctionOn on our world's global, value as an argument),
 // so focus cannot move between check and write; it fires beforeinput and input
 // like Input.insertText. Only if the focused element does not take it
-// (execCommand returns false) is Input.insertText sent. For an
+// (execCommand returns false) is Input.insertText sent. The write runs only
+// in the world the check ran in (its handle names one document), never in a
+// new one. Since that task repeats the check, a write may skip the separate
+// check when the page's main document has an origin the secret allows and
+// the target has no attached out-of-process frames: the world of such a
+// document is readied in the background when its default context is
+// created (Runtime.executionContextCreated), and the write presumes focus is
+// in it. When writeFn finds focus elsewhere, or the world gone, nothing was
+// written or recorded and the full check runs. For an
 // Input.dispatchKeyEvent sink (clients typing key by key) the value is typed as
 // a keyDown(text, unmodifiedText, key)/keyUp pair per character, so keydown,
 // keypress, input and keyup fire as for the client's own typing; the focus
