@@ -88,6 +88,9 @@ func (f *Forwarder) newGoproxy() *goproxy.ProxyHttpServer {
 		http.Error(w, "cdpvault: not a proxy request", http.StatusBadRequest)
 	})
 	gp.OnRequest().DoFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+		// Before goproxy drops the Connection header (and with it the
+		// names of the browser's other hop-by-hop headers).
+		dropConnectionListed(req.Header)
 		ctx.RoundTripper = goproxy.RoundTripperFunc(f.roundTrip)
 		ctx.Dialer = refuseDial
 		return req, nil
@@ -257,6 +260,19 @@ func stripProxyHeaders(h http.Header) {
 	}
 }
 
+// dropConnectionListed deletes the headers the Connection header names:
+// they are for this hop only. "Upgrade" stays (a websocket handshake).
+func dropConnectionListed(h http.Header) {
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = strings.TrimSpace(tok)
+			if tok != "" && !strings.EqualFold(tok, "Upgrade") && !strings.EqualFold(tok, "Connection") {
+				h.Del(tok)
+			}
+		}
+	}
+}
+
 // roundTrip carries one plain-HTTP request through the pool. Only http://
 // URLs: anything else would send our Proxy-Authorization to a target.
 func (f *Forwarder) roundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Response, error) {
@@ -264,6 +280,10 @@ func (f *Forwarder) roundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Res
 		return nil, errUnavailable
 	}
 	stripProxyHeaders(req.Header)
+	if err := checkPlainRequest(req); err != nil {
+		f.r.log.Debug("geo plain request refused", "pool", f.pool.name, "error", err.Error())
+		return nil, errUnavailable
+	}
 	var body *onceBody
 	if req.Body != nil && req.Body != http.NoBody {
 		body = &onceBody{rc: req.Body}
@@ -278,30 +298,24 @@ func (f *Forwarder) roundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Res
 		if prev != nil {
 			prev.mFailover.Inc()
 		}
-		r2 := req.WithContext(ctx)
-		r2.Header = req.Header.Clone()
-		if body != nil {
-			r2.Body = body
-		}
-		if u.p.scheme != schemeSOCKS5 {
-			if err := u.withCred(ctx, func(b []byte) {
-				if b != nil {
-					r2.Header.Set("Proxy-Authorization", string(b))
-				}
-			}); err != nil {
-				u.mReq.Inc()
-				f.failed(u, err, true)
-				prev = u
-				continue
-			}
-		}
 		u.mReq.Inc()
-		resp, err := u.tr.RoundTrip(r2)
-		r2.Header.Del("Proxy-Authorization")
-		if err == nil && resp.StatusCode == http.StatusProxyAuthRequired && u.p.scheme != schemeSOCKS5 {
-			_ = resp.Body.Close()
-			u.dropCred(false)
-			err = u.fail(failAuth, "request refused: 407", nil)
+		var resp *http.Response
+		var err error
+		if u.p.scheme == schemeSOCKS5 {
+			r2 := req.WithContext(ctx)
+			r2.Header = req.Header.Clone()
+			if body != nil {
+				r2.Body = body
+			}
+			resp, err = u.tr.RoundTrip(r2)
+		} else {
+			// The credential goes from its buffer into a wiped request head.
+			resp, err = u.plainRoundTrip(ctx, req, body)
+			if err == nil && resp.StatusCode == http.StatusProxyAuthRequired {
+				_ = resp.Body.Close()
+				u.dropCred(false)
+				err = u.fail(failAuth, "request refused: 407", nil)
+			}
 		}
 		if err == nil {
 			f.succeeded(u)

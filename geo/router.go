@@ -343,7 +343,7 @@ func (r *Router) forgettable(us []*upstream) []bool {
 
 func (r *Router) retire(u *upstream, forgetMetrics bool) {
 	u.dropCred(true)
-	u.tr.CloseIdleConnections()
+	u.closeConns()
 	if forgetMetrics {
 		r.metrics.forget(u)
 	}
@@ -490,7 +490,7 @@ func (r *Router) Close() error {
 	r.mu.Unlock()
 	for _, u := range all {
 		u.dropCred(true)
-		u.tr.CloseIdleConnections()
+		u.closeConns()
 	}
 	return errors.Join(errs...)
 }

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,7 +58,7 @@ var errUnavailable = errors.New(unavailableBody)
 const unavailableBody = "cdpvault: upstream unavailable"
 
 // upstream is one upstream proxy of a pool, with its health, its cached
-// credential and its transport for plain HTTP.
+// credential and its connections for plain HTTP.
 type upstream struct {
 	r     *Router
 	pool  string
@@ -81,7 +80,8 @@ type upstream struct {
 	cred    *memguard.LockedBuffer
 	retired bool
 
-	tr *http.Transport // plain HTTP through this upstream
+	conns connPool        // http/https: idle connections for plain HTTP
+	tr    *http.Transport // socks5: plain HTTP through tunnels to the targets
 
 	// this upstream's metric children (labels resolved once)
 	mUp                    prometheus.Gauge
@@ -97,7 +97,9 @@ func newUpstream(r *Router, pool string, index int, cfg UpstreamConfig) (*upstre
 	}
 	u := &upstream{r: r, pool: pool, index: index, cfg: cfg, p: p}
 	u.up.Store(true) // assumed up until a check or a connection says otherwise
-	u.tr = u.newTransport()
+	if p.scheme == schemeSOCKS5 {
+		u.tr = u.newTransport()
+	}
 	l := u.labels()
 	u.mUp, u.mReq = r.metrics.up.With(l), r.metrics.requests.With(l)
 	u.mFail, u.mFailover = r.metrics.failures.With(l), r.metrics.failovers.With(l)
@@ -327,9 +329,10 @@ type bufferedConn struct {
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
-// newTransport builds the transport carrying plain-HTTP requests through u.
-// It can only ever reach u: the proxy URL is u, and every dial function
-// dials u (or, for socks5, tunnels through u).
+// newTransport builds the transport carrying plain-HTTP requests through u,
+// a socks5 upstream: every dial is a tunnel through u, and there is no
+// proxy (no credential header: the SOCKS5 handshake carries it).
+// http/https upstreams use plainRoundTrip instead.
 func (u *upstream) newTransport() *http.Transport {
 	tr := &http.Transport{
 		DisableCompression:    true,
@@ -339,30 +342,19 @@ func (u *upstream) newTransport() *http.Transport {
 		TLSHandshakeTimeout:   u.r.opts.HandshakeTimeout,
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     false,
-		TLSClientConfig:       u.tlsConfig(),
+		Proxy:                 nil,
 	}
-	noDirect := func(context.Context, string, string) (net.Conn, error) {
-		return nil, u.fail(failTarget, "direct dial refused", nil)
-	}
-	tr.DialContext, tr.DialTLSContext = noDirect, noDirect
 	// Connections idle (no byte either way) for IdleTimeout are closed, so a
 	// hung upstream cannot hold a request for ever.
-	idle := func(c net.Conn, err error) (net.Conn, error) {
+	tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
+		c, err := u.dialSOCKS(ctx, addr)
 		if err != nil {
 			return nil, err
 		}
 		return newIdleConn(c, u.r.opts.IdleTimeout), nil
 	}
-	switch u.p.scheme {
-	case schemeHTTP:
-		tr.Proxy = http.ProxyURL(&url.URL{Scheme: "http", Host: u.p.addr})
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return idle(u.dialProxy(ctx)) }
-	case schemeHTTPS:
-		tr.Proxy = http.ProxyURL(&url.URL{Scheme: "https", Host: u.p.addr})
-		tr.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) { return idle(u.dialProxy(ctx)) }
-	case schemeSOCKS5:
-		tr.Proxy = nil
-		tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) { return idle(u.dialSOCKS(ctx, addr)) }
+	tr.DialTLSContext = func(context.Context, string, string) (net.Conn, error) {
+		return nil, u.fail(failTarget, "direct dial refused", nil)
 	}
 	return tr
 }
