@@ -126,6 +126,21 @@ type testUpstream struct {
 	connHdrs []http.Header
 	plain    []string // plain request hosts, as received
 	bad      atomic.Int64
+	accepts  atomic.Int64 // connections accepted
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 func basic(user, pass string) string {
@@ -176,11 +191,12 @@ func newTestUpstream(t testing.TB, name, user, pass string, useTLS bool) *testUp
 		}
 		return resp
 	})
+	u.srv = httptest.NewUnstartedServer(gp)
+	u.srv.Listener = countingListener{Listener: u.srv.Listener, n: &u.accepts}
 	if useTLS {
-		u.srv = httptest.NewUnstartedServer(gp)
 		u.srv.StartTLS()
 	} else {
-		u.srv = httptest.NewServer(gp)
+		u.srv.Start()
 	}
 	t.Cleanup(u.srv.Close)
 	return u
