@@ -398,33 +398,36 @@ var chunkPool = sync.Pool{New: func() any { b := make([]byte, 6+16<<10+2); retur
 // respBody is a response body; once read to its end it gives its
 // connection back to the pool (if the response allows), else closes it.
 type respBody struct {
-	pc   *pconn
-	rc   io.ReadCloser
-	keep bool
-	done atomic.Bool
-	err  error // after done: what Read returns
+	pc    *pconn
+	rc    io.ReadCloser
+	keep  bool
+	state atomic.Int32 // bodyOpen, bodyEOF or bodyClosed; once not open, pc is not ours
 }
 
+const (
+	bodyOpen int32 = iota
+	bodyEOF
+	bodyClosed
+)
+
 func (b *respBody) Read(p []byte) (int, error) {
-	if b.done.Load() {
-		return 0, b.err
+	switch b.state.Load() {
+	case bodyEOF:
+		return 0, io.EOF
+	case bodyClosed:
+		return 0, http.ErrBodyReadAfterClose
 	}
 	n, err := b.rc.Read(p)
-	if err != nil && b.done.CompareAndSwap(false, true) {
-		if err == io.EOF && b.keep {
-			b.err = io.EOF
-			b.pc.release(true)
-		} else {
-			b.err = err
-			b.pc.close()
-		}
+	if err == io.EOF && b.state.CompareAndSwap(bodyOpen, bodyEOF) {
+		b.pc.release(b.keep)
+	} else if err != nil && b.state.CompareAndSwap(bodyOpen, bodyClosed) {
+		b.pc.close()
 	}
 	return n, err
 }
 
 func (b *respBody) Close() error {
-	if b.done.CompareAndSwap(false, true) {
-		b.err = http.ErrBodyReadAfterClose
+	if b.state.CompareAndSwap(bodyOpen, bodyClosed) {
 		b.pc.close()
 	}
 	return nil
