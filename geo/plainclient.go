@@ -24,10 +24,12 @@ import (
 // The plain-HTTP client of http:// and https:// upstreams: a small HTTP/1.1
 // proxy client over a pool of persistent connections to the upstream.
 // net/http's Transport is not used for them because it would carry the
-// credential as a header string (never wiped), and because its per-request
-// hand-offs between goroutines cost more than the rest of the hop. Here the
+// credential as a header string (never wiped), and because of its
+// per-request hand-offs between goroutines (readLoop/writeLoop). Here the
 // request head, credential included, is built in one byte buffer that is
 // wiped once written, and a request runs on the caller's goroutine.
+// (What a plain request still costs over the upstream alone is mostly the
+// forwarder's own http.Server hop: ~30 µs per exchange on loopback here.)
 
 // maxIdleConns bounds the idle connections kept to one upstream (as
 // MaxIdleConnsPerHost did for the Transport).
