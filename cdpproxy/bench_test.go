@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gorilla/websocket"
 )
 
 // benchClient is a lean WebSocket client used on both sides of each
@@ -199,28 +200,151 @@ func serveRelay(ln net.Listener, upstream string) (stop func()) {
 	}
 }
 
-// benchLegs are the three ways the Chrome benchmarks reach the same
-// Chromium: directly, through the proxy, through the raw TCP relay.
+// naiveChildPrefix marks a child process that runs the naive pass-through.
+const naiveChildPrefix = "naive:"
+
+// init runs the naive pass-through's child process (CDPPROXY_BENCH_SEPARATE=1)
+// before TestMain, which only knows the proxy and relay children: it serves
+// until stdin closes, like them, and exits.
+func init() {
+	target, ok := strings.CutPrefix(os.Getenv("CDPPROXY_BENCH_CHILD"), naiveChildPrefix)
+	if !ok {
+		return
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println("ERR", err)
+		os.Exit(1)
+	}
+	stop := serveNaive(ln, target)
+	fmt.Printf("http://%s\n", ln.Addr())
+	io.Copy(io.Discard, os.Stdin)
+	stop()
+	os.Exit(0)
+}
+
+// startNaive starts the naive WebSocket pass-through in front of upstream
+// (host:port) and returns its address. It is the project's naive baseline:
+// what a Go proxy written the obvious way with gorilla/websocket costs,
+// measured in the same run as the proxy. With CDPPROXY_BENCH_SEPARATE=1 it
+// runs in a child process, like the proxy and the relay.
+func startNaive(tb testing.TB, upstream string) string {
+	tb.Helper()
+	if os.Getenv("CDPPROXY_BENCH_SEPARATE") != "" {
+		return strings.TrimPrefix(startProxyChild(tb, naiveChildPrefix+upstream), "http://")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	stop := serveNaive(ln, upstream)
+	tb.Cleanup(stop)
+	return ln.Addr().String()
+}
+
+// serveNaive serves, on ln, a WebSocket pass-through to upstream (host:port)
+// written the obvious way with gorilla/websocket, default buffer sizes and no
+// tuning: each client is upgraded, the same path is dialled upstream, and one
+// goroutine per direction does ReadMessage / WriteMessage, no parsing, until
+// either side fails, which closes both. It runs until the returned stop is
+// called.
+func serveNaive(ln net.Listener, upstream string) (stop func()) {
+	up := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }} // a bench: any origin
+	dialer := websocket.Dialer{HandshakeTimeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var open []*websocket.Conn
+	closed := false
+	pipe := func(dst, src *websocket.Conn) {
+		defer wg.Done()
+		defer dst.Close()
+		defer src.Close()
+		for {
+			mt, data, err := src.ReadMessage()
+			if err != nil {
+				return
+			}
+			if err := dst.WriteMessage(mt, data); err != nil {
+				return
+			}
+		}
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, _, err := dialer.Dial("ws://"+upstream+r.URL.RequestURI(), nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			u.Close()
+			return
+		}
+		c.SetReadLimit(256 << 20)
+		u.SetReadLimit(256 << 20)
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			c.Close()
+			u.Close()
+			return
+		}
+		open = append(open, c, u)
+		wg.Add(2)
+		go pipe(u, c)
+		go pipe(c, u)
+	})}
+	go srv.Serve(ln)
+	return func() {
+		srv.Close() // the listener; upgraded connections are hijacked, closed below
+		mu.Lock()
+		closed = true
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}
+}
+
+// benchLegs are the four ways the Chrome benchmarks reach the same
+// Chromium: directly, through the proxy, through the raw TCP relay and
+// through the naive gorilla/websocket pass-through.
 const (
 	legDirect = iota
 	legProxy
 	legRelay
+	legNaive
 	nLegs
 )
 
-// chromeLegURLs returns the browser WebSocket URL of each leg.
-func chromeLegURLs(b *testing.B, ch *chromeProc, base string) [nLegs]string {
+// chromeLegPrefixes returns, for each leg, the ws:// prefix to which a
+// Chromium DevTools path (/devtools/browser/<id>, /devtools/page/<id>) is
+// appended; it starts the relay and the naive pass-through.
+func chromeLegPrefixes(b *testing.B, ch *chromeProc, base string) [nLegs]string {
 	host := strings.TrimPrefix(ch.base, "http://")
 	return [nLegs]string{
-		legDirect: "ws://" + host + ch.wsPath,
-		legProxy:  versionWS(b, base),
-		legRelay:  "ws://" + startRelay(b, host) + ch.wsPath,
+		legDirect: "ws://" + host,
+		legProxy:  "ws" + strings.TrimPrefix(base, "http"),
+		legRelay:  "ws://" + startRelay(b, host),
+		legNaive:  "ws://" + startNaive(b, host),
 	}
 }
 
+// chromeLegURLs returns the browser WebSocket URL of each leg.
+func chromeLegURLs(b *testing.B, ch *chromeProc, base string) [nLegs]string {
+	var us [nLegs]string
+	for l, p := range chromeLegPrefixes(b, ch, base) {
+		us[l] = p + ch.wsPath
+	}
+	us[legProxy] = versionWS(b, base)
+	return us
+}
+
 // BenchmarkChromeSmallRoundTrip: Browser.getVersion round trips, direct,
-// through the proxy (one pass-through interceptor) and through the raw TCP
-// relay, interleaved (the order rotates every iteration).
+// through the proxy (one pass-through interceptor), through the raw TCP
+// relay and through the naive pass-through, interleaved (the order rotates
+// every iteration).
 func BenchmarkChromeSmallRoundTrip(b *testing.B) {
 	ch, base := chromeBench(b)
 	us := chromeLegURLs(b, ch, base)
@@ -248,12 +372,14 @@ func BenchmarkChromeSmallRoundTrip(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	md, mp, mr := median(ds[legDirect]), median(ds[legProxy]), median(ds[legRelay])
+	md, mp, mr, mn := median(ds[legDirect]), median(ds[legProxy]), median(ds[legRelay]), median(ds[legNaive])
 	b.ReportMetric(float64(md.Microseconds()), "direct-p50-us")
 	b.ReportMetric(float64(mp.Microseconds()), "proxy-p50-us")
 	b.ReportMetric(float64(mr.Microseconds()), "relay-p50-us")
+	b.ReportMetric(float64(mn.Microseconds()), "naive-p50-us")
 	b.ReportMetric(float64(mp)/float64(md), "p50-ratio")
 	b.ReportMetric(float64(mr)/float64(md), "relay-p50-ratio")
+	b.ReportMetric(float64(mn)/float64(md), "naive-p50-ratio")
 }
 
 // processCPU returns the user+system CPU time this process has used.
@@ -337,11 +463,12 @@ func groupCPU(fs []*os.File) time.Duration {
 }
 
 // BenchmarkChromeParallel8: 8 connections doing round trips concurrently;
-// rounds rotate between direct, proxied and relayed. Besides throughput it
-// reports CPU per round trip: Chromium's, the client's (this process in the
-// direct leg), and the proxy's and the relay's own (this process's CPU in
-// that leg minus the client's, plus their child process's when they run in
-// one). /proc counts in 10ms ticks: these are averages over the run.
+// rounds rotate between direct, proxied, relayed and naive. Besides
+// throughput it reports CPU per round trip: Chromium's, the client's (this
+// process in the direct leg), and the proxy's, the relay's and the naive
+// pass-through's own (this process's CPU in that leg minus the client's,
+// plus their child process's when they run in one). /proc counts in 10ms
+// ticks: these are averages over the run.
 func BenchmarkChromeParallel8(b *testing.B) {
 	ch, base := chromeBench(b)
 	const conns, per = 8, 50
@@ -372,7 +499,7 @@ func BenchmarkChromeParallel8(b *testing.B) {
 	}
 	cpgid, me := int64(ch.cmd.Process.Pid), int64(os.Getpid()) // chromium runs in its own process group
 	chromeFs := statFiles(b, func(_, pgrp int64) bool { return pgrp == cpgid })
-	// with CDPPROXY_BENCH_SEPARATE=1: the proxy and relay child processes
+	// with CDPPROXY_BENCH_SEPARATE=1: the proxy, relay and naive child processes
 	kidFs := statFiles(b, func(ppid, pgrp int64) bool { return ppid == me && pgrp != cpgid })
 	var el, self, chrome, kids [nLegs]time.Duration
 	b.ResetTimer()
@@ -397,18 +524,25 @@ func BenchmarkChromeParallel8(b *testing.B) {
 	b.ReportMetric(rate[legDirect], "direct-rt/s")
 	b.ReportMetric(rate[legProxy], "proxy-rt/s")
 	b.ReportMetric(rate[legRelay], "relay-rt/s")
+	b.ReportMetric(rate[legNaive], "naive-rt/s")
 	b.ReportMetric(rate[legProxy]/rate[legDirect], "throughput-ratio")
 	b.ReportMetric(rate[legRelay]/rate[legDirect], "relay-throughput-ratio")
+	b.ReportMetric(rate[legNaive]/rate[legDirect], "naive-throughput-ratio")
 	us1 := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / msgs }
 	b.ReportMetric(us1(chrome[legDirect]), "chrome-direct-cpu-us/rt")
 	b.ReportMetric(us1(chrome[legProxy]), "chrome-proxied-cpu-us/rt")
 	b.ReportMetric(us1(self[legDirect]), "client-cpu-us/rt")
 	b.ReportMetric(us1(self[legProxy]-self[legDirect]+kids[legProxy]), "proxy-cpu-us/rt")
 	b.ReportMetric(us1(self[legRelay]-self[legDirect]+kids[legRelay]), "relay-cpu-us/rt")
+	b.ReportMetric(us1(self[legNaive]-self[legDirect]+kids[legNaive]), "naive-cpu-us/rt")
 }
 
 // BenchmarkChromeLarge4MB: Runtime.evaluate returning a 4 MiB string, on the
-// same page, direct and through the proxy, interleaved.
+// same page, direct, through the proxy, through the raw TCP relay and
+// through the naive pass-through, interleaved (the order rotates every
+// iteration). In process, -benchmem's B/op and allocs/op (here and in the
+// other Chrome benchmarks) count all legs together, the naive leg's
+// ReadMessage buffers included.
 func BenchmarkChromeLarge4MB(b *testing.B) {
 	ch, base := chromeBench(b)
 	req, _ := http.NewRequest("PUT", ch.base+"/json/new?about:blank", nil)
@@ -420,36 +554,40 @@ func BenchmarkChromeLarge4MB(b *testing.B) {
 	json.NewDecoder(resp.Body).Decode(&nt)
 	resp.Body.Close()
 	defer http.Get(ch.base + "/json/close/" + nt["id"])
-	direct := dialBench(b, nt["webSocketDebuggerUrl"])
-	proxied := dialBench(b, strings.Replace(nt["webSocketDebuggerUrl"], "ws://"+strings.TrimPrefix(ch.base, "http://"),
-		"ws"+strings.TrimPrefix(base, "http"), 1))
-	direct.roundTrip(b, 1, "Runtime.evaluate", `{"expression":"globalThis.big='x'.repeat(4<<20); 1"}`, "")
+	path := strings.TrimPrefix(nt["webSocketDebuggerUrl"], "ws://"+strings.TrimPrefix(ch.base, "http://"))
+	var cs [nLegs]*benchClient
+	for l, p := range chromeLegPrefixes(b, ch, base) {
+		cs[l] = dialBench(b, p+path)
+	}
+	cs[legDirect].roundTrip(b, 1, "Runtime.evaluate", `{"expression":"globalThis.big='x'.repeat(4<<20); 1"}`, "")
 	const eval = `{"expression":"big","returnByValue":true}`
-	direct.roundTrip(b, 2, "Runtime.evaluate", eval, "")
-	proxied.roundTrip(b, 2, "Runtime.evaluate", eval, "")
-	var td, tp time.Duration
-	var bytesD, bytesP int64
+	for _, c := range cs {
+		c.roundTrip(b, 2, "Runtime.evaluate", eval, "")
+	}
+	var el [nLegs]time.Duration
+	var got [nLegs]int64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := int64(10 + i)
-		t0 := time.Now()
-		if i%2 == 0 {
-			bytesD += int64(direct.roundTrip(b, id, "Runtime.evaluate", eval, ""))
-			t1 := time.Now()
-			bytesP += int64(proxied.roundTrip(b, id, "Runtime.evaluate", eval, ""))
-			td, tp = td+t1.Sub(t0), tp+time.Since(t1)
-		} else {
-			bytesP += int64(proxied.roundTrip(b, id, "Runtime.evaluate", eval, ""))
-			t1 := time.Now()
-			bytesD += int64(direct.roundTrip(b, id, "Runtime.evaluate", eval, ""))
-			tp, td = tp+t1.Sub(t0), td+time.Since(t1)
+		for k := range nLegs {
+			l := (i + k) % nLegs
+			t0 := time.Now()
+			got[l] += int64(cs[l].roundTrip(b, id, "Runtime.evaluate", eval, ""))
+			el[l] += time.Since(t0)
 		}
 	}
 	b.StopTimer()
-	rd, rp := float64(bytesD)/td.Seconds()/1e6, float64(bytesP)/tp.Seconds()/1e6
-	b.ReportMetric(rd, "direct-MB/s")
-	b.ReportMetric(rp, "proxy-MB/s")
-	b.ReportMetric(rp/rd, "throughput-ratio")
+	var rate [nLegs]float64
+	for l := range rate {
+		rate[l] = float64(got[l]) / el[l].Seconds() / 1e6
+	}
+	b.ReportMetric(rate[legDirect], "direct-MB/s")
+	b.ReportMetric(rate[legProxy], "proxy-MB/s")
+	b.ReportMetric(rate[legRelay], "relay-MB/s")
+	b.ReportMetric(rate[legNaive], "naive-MB/s")
+	b.ReportMetric(rate[legProxy]/rate[legDirect], "throughput-ratio")
+	b.ReportMetric(rate[legRelay]/rate[legDirect], "relay-throughput-ratio")
+	b.ReportMetric(rate[legNaive]/rate[legDirect], "naive-throughput-ratio")
 }
 
 // ---- against an in-process fake peer, to isolate the proxy ----
