@@ -18,7 +18,9 @@ import (
 //
 // "loopback" modes put site, upstream and forwarder on loopback with no
 // latency at all: the forwarder is then a whole extra proxy hop of the same
-// cost as the upstream itself, the worst case. "wan" modes put a link with
+// cost as the upstream itself, the worst case. They also fetch through a
+// raw TCP relay (io.Copy both ways, no parsing) in front of the upstream:
+// relay-ratio is what any extra hop costs there, the floor for a forwarder. "wan" modes put a link with
 // 5 ms one-way latency (10 ms RTT; real upstreams are 10-200 ms away) between
 // the browser host and the upstream, as in a deployment, where the
 // forwarder runs next to the browser and the upstream is remote.
@@ -69,6 +71,13 @@ func BenchmarkFetch200(b *testing.B) {
 				}}
 			}
 			base, fwd := mk(direct), mk(via)
+			var relay *http.Client
+			if mode.wan == 0 {
+				r, _ := url.Parse(upURL)
+				r.Host = newRelay(b, r.Host)
+				r.User = url.UserPassword(user(0), pw(0))
+				relay = mk(r)
+			}
 			target := s.url("acme.test")
 			run := func(c *http.Client) time.Duration {
 				start := time.Now()
@@ -85,9 +94,12 @@ func BenchmarkFetch200(b *testing.B) {
 				}
 				return time.Since(start)
 			}
-			run(base) // warm both paths
+			run(base) // warm the paths
 			run(fwd)
-			var tb, tf time.Duration
+			if relay != nil {
+				run(relay)
+			}
+			var tb, tf, tr time.Duration
 			b.ResetTimer()
 			for i := range b.N {
 				if i%2 == 0 {
@@ -97,12 +109,19 @@ func BenchmarkFetch200(b *testing.B) {
 					tf += run(fwd)
 					tb += run(base)
 				}
+				if relay != nil {
+					tr += run(relay)
+				}
 			}
 			b.StopTimer()
 			n := float64(b.N)
 			b.ReportMetric(float64(tb.Microseconds())/1000/n, "upstream-ms/200")
 			b.ReportMetric(float64(tf.Microseconds())/1000/n, "forwarder-ms/200")
 			b.ReportMetric(float64(tf)/float64(tb), "ratio")
+			if relay != nil {
+				b.ReportMetric(float64(tr)/float64(tb), "relay-ratio")
+				relay.CloseIdleConnections()
+			}
 			base.CloseIdleConnections()
 			fwd.CloseIdleConnections()
 		})
@@ -117,6 +136,44 @@ func newBenchEnv(b *testing.B, pools map[string]PoolConfig, secrets map[string]s
 	}
 	e.r = r
 	return e
+}
+
+// newRelay relays TCP to target with io.Copy both ways (splice on Linux):
+// the cheapest extra hop there is.
+func newRelay(tb testing.TB, target string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, t)
+			mu.Unlock()
+			go func() { _, _ = io.Copy(t, c); _ = t.(*net.TCPConn).CloseWrite() }()
+			go func() { _, _ = io.Copy(c, t); _ = c.(*net.TCPConn).CloseWrite() }()
+		}
+	}()
+	tb.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+	})
+	return ln.Addr().String()
 }
 
 // newLatencyLink relays TCP to target, delaying every chunk by oneWay in
