@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 )
@@ -141,77 +140,36 @@ func newBenchEnv(b *testing.B, pools map[string]PoolConfig, secrets map[string]s
 // newRelay relays TCP to target with io.Copy both ways (splice on Linux):
 // the cheapest extra hop there is.
 func newRelay(tb testing.TB, target string) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, t)
-			mu.Unlock()
-			go func() { _, _ = io.Copy(t, c); _ = t.(*net.TCPConn).CloseWrite() }()
-			go func() { _, _ = io.Copy(c, t); _ = c.(*net.TCPConn).CloseWrite() }()
-		}
-	}()
-	tb.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-	})
-	return ln.Addr().String()
+	return relayTo(tb, target, func(dst, src net.Conn) { _, _ = io.Copy(dst, src) })
 }
 
 // newLatencyLink relays TCP to target, delaying every chunk by oneWay in
 // each direction: a simulated WAN link to a remote upstream.
 func newLatencyLink(tb testing.TB, target string, oneWay time.Duration) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			t, err := net.Dial("tcp", target)
-			if err != nil {
-				_ = c.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, c, t)
-			mu.Unlock()
-			go delayPump(t, c, oneWay)
-			go delayPump(c, t, oneWay)
+	return relayTo(tb, target, func(dst, src net.Conn) { delayPump(dst, src, oneWay) })
+}
+
+// relayTo serves a loopback port whose connections are relayed to target
+// with pump in each direction; when either direction ends both connections
+// are closed.
+func relayTo(tb testing.TB, target string, pump func(dst, src net.Conn)) string {
+	return serveTCP(tb, func(c net.Conn) {
+		t, err := net.Dial("tcp", target)
+		if err != nil {
+			return
 		}
-	}()
-	tb.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
+		done := make(chan struct{})
+		go func() {
+			pump(t, c)
+			_ = t.Close()
 			_ = c.Close()
-		}
-		mu.Unlock()
-	})
-	return ln.Addr().String()
+			close(done)
+		}()
+		pump(c, t)
+		_ = c.Close()
+		_ = t.Close()
+		<-done
+	}).Addr().String()
 }
 
 func delayPump(dst, src net.Conn, delay time.Duration) {

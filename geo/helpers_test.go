@@ -230,16 +230,22 @@ func deadURL(t *testing.T, scheme string) string {
 	return scheme + "://" + addr
 }
 
-// stallURL is an upstream that accepts TCP and never answers.
-func stallURL(t *testing.T) string {
-	t.Helper()
+// serveTCP listens on loopback and runs handle on every accepted
+// connection in a goroutine of its own. At cleanup the listener and every
+// accepted connection are closed, and the handlers (which must return once
+// their connection is closed) are waited for.
+func serveTCP(tb testing.TB, handle func(c net.Conn)) net.Listener {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
@@ -248,17 +254,29 @@ func stallURL(t *testing.T) string {
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+			}()
 		}
 	}()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		_ = ln.Close()
 		mu.Lock()
 		for _, c := range conns {
 			_ = c.Close()
 		}
 		mu.Unlock()
+		wg.Wait()
 	})
-	return "http://" + ln.Addr().String()
+	return ln
+}
+
+// stallURL is an upstream that accepts TCP and never answers.
+func stallURL(t *testing.T) string {
+	t.Helper()
+	return "http://" + serveTCP(t, func(net.Conn) {}).Addr().String()
 }
 
 // socksServer is a tiny SOCKS5 server (RFC 1928/1929) that requires
@@ -274,39 +292,8 @@ type socksServer struct {
 
 func newSOCKS5(t *testing.T, user, pass string) *socksServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &socksServer{ln: ln, user: user, pass: pass}
-	var wg sync.WaitGroup
-	var cmu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			cmu.Lock()
-			conns = append(conns, c)
-			cmu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		cmu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		cmu.Unlock()
-		wg.Wait()
-	})
+	s := &socksServer{user: user, pass: pass}
+	s.ln = serveTCP(t, func(c net.Conn) { s.serve(c) })
 	return s
 }
 

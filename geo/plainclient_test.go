@@ -39,40 +39,8 @@ type rawReq struct {
 
 func newRawUpstream(t *testing.T, handle func(conn, n int, req *http.Request, body string) (string, bool)) *rawUpstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &rawUpstream{ln: ln, handle: handle, eof: make(chan int, 16)}
-	var wg sync.WaitGroup
-	var cmu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			ci := int(u.accepts.Add(1)) - 1
-			cmu.Lock()
-			conns = append(conns, c)
-			cmu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				u.serve(ci, c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		cmu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		cmu.Unlock()
-		wg.Wait()
-	})
+	u := &rawUpstream{handle: handle, eof: make(chan int, 16)}
+	u.ln = serveTCP(t, func(c net.Conn) { u.serve(int(u.accepts.Add(1))-1, c) })
 	return u
 }
 
