@@ -87,9 +87,7 @@ func TestPlainHTTPThroughUpstreamAddsAuthAndDropsBrowserProxyHeaders(t *testing.
 	t.Parallel()
 	s := newSite(t, false)
 	u0 := newTestUpstream(t, "u0", user(0), pw(0), false)
-	pools, secrets := poolOf(u0.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	e, f := openPool(t, u0.URL())
 
 	// A browser's own proxy credentials and hop headers must never travel on.
 	req, _ := http.NewRequest("GET", s.url("acme.test"), nil)
@@ -128,9 +126,7 @@ func TestConnectThroughUpstreamKeepsHostnameUnresolved(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, true)
 	u0 := newTestUpstream(t, "u0", user(0), pw(0), false)
-	pools, secrets := poolOf(u0.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	_, f := openPool(t, u0.URL())
 	c := client(f, certPool(s.srv))
 	for range 2 {
 		code, body, _ := get(t, c, s.url("acme.test"))
@@ -152,9 +148,7 @@ func TestFailoverToSecondUpstreamAndStickiness(t *testing.T) {
 	s := newSite(t, false)
 	ts := newSite(t, true)
 	u1 := newTestUpstream(t, "u1", user(1), pw(1), false)
-	pools, secrets := poolOf(deadURL(t, "http"), u1.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	e, f := openPool(t, deadURL(t, "http"), u1.URL())
 	c := client(f, certPool(ts.srv))
 
 	code, body, h := get(t, c, s.url("acme.test"))
@@ -210,9 +204,7 @@ func TestAllUpstreamsDownFailsClosedWithConstantError(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, false)
 	ts := newSite(t, true)
-	pools, secrets := poolOf(deadURL(t, "http"), deadURL(t, "https"), deadURL(t, "socks5"))
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	e, f := openPool(t, deadURL(t, "http"), deadURL(t, "https"), deadURL(t, "socks5"))
 	c := client(f, certPool(ts.srv))
 
 	// By name and by loopback IP (which a direct dial would reach).
@@ -273,9 +265,7 @@ func TestNoDirectPath(t *testing.T) {
 		}
 	}()
 	u0 := newTestUpstream(t, "u0", user(0), pw(0), false)
-	pools, secrets := poolOf(u0.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	_, f := openPool(t, u0.URL())
 
 	req, _ := http.NewRequest("GET", "http://"+target.Addr().String(), nil)
 	if _, err := f.gp.Tr.Proxy(req); !errors.Is(err, errDirect) {
@@ -329,9 +319,7 @@ func TestAuthRefusedFailsOverAndRefetchesCredential(t *testing.T) {
 	s := newSite(t, false)
 	u0 := newTestUpstream(t, "u0", user(0), "a-different-password", false)
 	u1 := newTestUpstream(t, "u1", user(1), pw(1), false)
-	pools, secrets := poolOf(u0.URL(), u1.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	e, f := openPool(t, u0.URL(), u1.URL())
 	code, _, h := get(t, client(f, nil), s.url("acme.test"))
 	if code != 200 || h.Get("X-Upstream") != "u1" {
 		t.Fatalf("got %d via %q", code, h.Get("X-Upstream"))
@@ -439,9 +427,7 @@ func TestSOCKS5UpstreamResolvesHostnamesRemotely(t *testing.T) {
 	s := newSite(t, false)
 	ts := newSite(t, true)
 	sk := newSOCKS5(t, user(0), pw(0))
-	pools, secrets := poolOf(sk.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	e, f := openPool(t, sk.URL())
 	c := client(f, certPool(ts.srv))
 	if code, body, _ := get(t, c, s.url("acme.test")); code != 200 || !strings.Contains(body, "hello") {
 		t.Fatalf("plain via socks5: %d %q", code, body)
@@ -482,9 +468,7 @@ func TestPasswordNeverLeaks(t *testing.T) {
 	good := newTestUpstream(t, "good", user(1), pw(1), false)
 	refusing := newTestUpstream(t, "refusing", user(0), "other", false)
 	sk := newSOCKS5(t, user(2), "other")
-	pools, secrets := poolOf(refusing.URL(), good.URL(), sk.URL(), deadURL(t, "https"))
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	e, f := openPool(t, refusing.URL(), good.URL(), sk.URL(), deadURL(t, "https"))
 	c := client(f, certPool(ts.srv))
 	var bodies strings.Builder
 	for _, u := range []string{s.url("acme.test"), ts.url("acme.test")} {
@@ -790,9 +774,7 @@ func TestPlainPOSTBodySurvivesFailover(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, false)
 	u1 := newTestUpstream(t, "u1", user(1), pw(1), false)
-	pools, secrets := poolOf(deadURL(t, "http"), u1.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	_, f := openPool(t, deadURL(t, "http"), u1.URL())
 	resp, err := client(f, nil).Post(s.url("acme.test"), "text/plain", strings.NewReader("form=data&x=1"))
 	if err != nil {
 		t.Fatal(err)
@@ -833,9 +815,7 @@ func TestConnectSendsOnlyOwnHeaders(t *testing.T) {
 	t.Parallel()
 	ts := newSite(t, true)
 	u0 := newTestUpstream(t, "u0", user(0), pw(0), false)
-	pools, secrets := poolOf(u0.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	_, f := openPool(t, u0.URL())
 	conn, err := net.Dial("tcp", f.Addr())
 	if err != nil {
 		t.Fatal(err)

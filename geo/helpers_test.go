@@ -459,6 +459,15 @@ func newEnv(t *testing.T, pools map[string]PoolConfig, secrets map[string]string
 	return e
 }
 
+// openPool opens a session of pool "de" made of upstreams (their URLs),
+// with the test credentials.
+func openPool(t *testing.T, upstreams ...string) (*env, *Forwarder) {
+	t.Helper()
+	pools, secrets := poolOf(upstreams...)
+	e := newEnv(t, pools, secrets, nil)
+	return e, e.open(t, "de")
+}
+
 func (e *env) open(t *testing.T, pool string) *Forwarder {
 	t.Helper()
 	f, err := e.r.OpenSession(context.Background(), pool)

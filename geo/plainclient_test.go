@@ -154,9 +154,7 @@ func TestPlainKeepAliveReusesUpstreamConnection(t *testing.T) {
 func TestPlainRequestWireFormat(t *testing.T) {
 	t.Parallel()
 	up := newRawUpstream(t, func(_, _ int, _ *http.Request, _ string) (string, bool) { return okResp("ok"), false })
-	pools, secrets := poolOf(up.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	_, f := openPool(t, up.URL())
 	code, body := rawExchange(t, f, "GET http://acme.test:8080/p/a?q=1 HTTP/1.1\r\nHost: acme.test:8080\r\n"+
 		"Proxy-Authorization: "+basic("chrome", "chrome-own-pass")+"\r\nProxy-Connection: keep-alive\r\n"+
 		"Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\n"+
@@ -194,9 +192,7 @@ func TestPlainStaleIdleConnectionReplaced(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, false)
 	u0 := newTestUpstream(t, "u0", user(0), pw(0), false)
-	pools, secrets := poolOf(u0.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	e, f := openPool(t, u0.URL())
 	c := client(f, nil)
 	if code, _, _ := get(t, c, s.url("acme.test")); code != 200 {
 		t.Fatalf("first GET: %d", code)
@@ -227,9 +223,7 @@ func TestPlainStaleConnectionRetriedOnce(t *testing.T) {
 		}
 		return okResp(fmt.Sprintf("c%d", conn)), false
 	})
-	pools, secrets := poolOf(up.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	e, f := openPool(t, up.URL())
 	req := "GET http://acme.test/ HTTP/1.1\r\nHost: acme.test\r\n\r\n"
 	if code, body := rawExchange(t, f, req); code != 200 || body != "c0" {
 		t.Fatalf("first: %d %q", code, body)
@@ -336,9 +330,7 @@ func TestPlainConnectionCloseNotReused(t *testing.T) {
 		}
 		return okResp("ok"), false
 	})
-	pools, secrets := poolOf(up.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	_, f := openPool(t, up.URL())
 	for _, p := range []string{"/close", "/chunked", "/", "/close", "/"} {
 		if code, body := rawExchange(t, f, "GET http://acme.test"+p+" HTTP/1.1\r\nHost: acme.test\r\n\r\n"); code != 200 || body != "ok" {
 			t.Fatalf("%s: %d %q", p, code, body)
@@ -371,9 +363,7 @@ func TestPlainConnectionCloseNotReused(t *testing.T) {
 func TestPlainIdleConnectionsClosedWithRouter(t *testing.T) {
 	t.Parallel()
 	up := newRawUpstream(t, func(_, _ int, _ *http.Request, _ string) (string, bool) { return okResp("ok"), false })
-	pools, secrets := poolOf(up.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	e, f := openPool(t, up.URL())
 	if code, _ := rawExchange(t, f, "GET http://acme.test/ HTTP/1.1\r\nHost: acme.test\r\n\r\n"); code != 200 {
 		t.Fatalf("GET: %d", code)
 	}
@@ -414,9 +404,7 @@ func TestPlainWebsocketUpgrade(t *testing.T) {
 	t.Parallel()
 	s := newWSSite(t)
 	u0 := newTestUpstream(t, "u0", user(0), pw(0), false)
-	pools, secrets := poolOf(u0.URL())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	_, f := openPool(t, u0.URL())
 	c, err := net.Dial("tcp", f.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -495,9 +483,7 @@ func TestPlainRequestCancelled(t *testing.T) {
 		_, err = c.Read(make([]byte, 1)) // never answered: only a close ends this
 		closed <- err
 	}()
-	pools, secrets := poolOf("http://" + ln.Addr().String())
-	e := newEnv(t, pools, secrets, nil)
-	f := e.open(t, "de")
+	_, f := openPool(t, "http://"+ln.Addr().String())
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://acme.test/", nil)
 	done := make(chan error, 1)
