@@ -78,6 +78,10 @@ func TestServiceNotifyProtocol(t *testing.T) {
 	pid := int32(cmd.Process.Pid)
 
 	// expect waits for a message with the given prefix, skipping watchdog pings, and checks its sender.
+	// Once the daemon has exited, everything it sent is queued on the
+	// socket: a sentinel datagram of our own, read back, says all of it was.
+	const sentinel = "TEST-SENTINEL"
+	exitedC := (<-chan struct{})(exited)
 	expect := func(prefix string) string {
 		t.Helper()
 		timeout := time.After(30 * time.Second)
@@ -86,6 +90,9 @@ func TestServiceNotifyProtocol(t *testing.T) {
 			case m, ok := <-msgs:
 				if !ok {
 					t.Fatalf("notify socket closed while waiting for %q", prefix)
+				}
+				if m.text == sentinel {
+					t.Fatalf("daemon exited (%v) while waiting for %q", waitErr, prefix)
 				}
 				if m.pid != pid {
 					t.Fatalf("%q sent by pid %d, not the main pid %d (NotifyAccess=main would drop it)", m.text, m.pid, pid)
@@ -96,8 +103,17 @@ func TestServiceNotifyProtocol(t *testing.T) {
 				if m.text != "WATCHDOG=1" && !strings.HasPrefix(m.text, "STATUS=") {
 					t.Fatalf("got %q while waiting for %q", m.text, prefix)
 				}
-			case <-exited:
-				t.Fatalf("daemon exited (%v) while waiting for %q", waitErr, prefix)
+			case <-exitedC:
+				exitedC = nil
+				c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: sock, Net: "unixgram"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = c.Write([]byte(sentinel))
+				c.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
 			case <-timeout:
 				t.Fatalf("no %q within 30s", prefix)
 			}
