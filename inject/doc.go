@@ -46,10 +46,13 @@
 // that repeats the check and calls execCommand('insertText') in the focused
 // frame (Runtime.callFunctionOn on our world's global, value as an argument),
 // so focus cannot move between check and write; it fires beforeinput and input
-// like Input.insertText. Only if the focused element does not take it
-// (execCommand returns false) is Input.insertText sent. The write runs only
-// in the world the check ran in (its handle names one document), never in a
-// new one. Since that task repeats the check, a write may skip the separate
+// like Input.insertText. A focused element that takes no text (not an input,
+// textarea or editable element) gets nothing, and nothing else is sent: it
+// may stand for a frame the walk cannot see (an iframe in a closed shadow
+// root is in neither activeElement nor window.frames), where an
+// Input.insertText or key events would go. The write runs only on the world
+// handle the check ran on (a handle names one document), while it is still
+// the cached one, never in a new world. Since that task repeats the check, a write may skip the separate
 // check when the page's main document has an origin the secret allows and
 // the target has no attached out-of-process frames: the world of such a
 // document is readied in the background when its default context is

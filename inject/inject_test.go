@@ -641,17 +641,21 @@ func TestFocusMovedBetweenCheckAndWrite(t *testing.T) {
 	}
 }
 
-func TestNotEditableFallsBackToInsertText(t *testing.T) {
+// An element that takes no execCommand text gets nothing: an
+// Input.insertText instead would go wherever focus is, unchecked.
+func TestNotEditableRefused(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)
 	h.c.notEditable = true
 	v := h.send("S", methodInsertText, `{"text":"a<<secret:pw>>"}`)
-	if errorMessage(v.Data) != "" || h.c.typed("S") != "ahunter2" {
+	if !strings.Contains(errorMessage(v.Data), "takes no text") || h.c.typed("S") != "" {
 		t.Fatalf("%s page %q", v.Data, h.c.typed("S"))
 	}
-	e := h.c.entries()
-	if len(e) != 1 || e[0].method != methodInsertText {
-		t.Fatalf("%+v", e)
+	if e := h.c.entries(); len(e) != 0 {
+		t.Fatalf("sent to the page: %+v", e)
+	}
+	if h.count(ResultRefusedSink) != 1 {
+		t.Fatal("not counted as a sink refusal")
 	}
 }
 

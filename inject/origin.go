@@ -43,7 +43,12 @@ const focusWalk = `function walk() {
       }
     }
     if (next && depth < 64) { w = next; depth++; continue; }
-    return {win: w, origin: w.location.origin, remote: remote, depth: depth, focus: document.hasFocus(), self: window.location.origin};
+    // inert: the focused element takes no text. It may stand for a frame
+    // the walk cannot see (an iframe in a closed shadow root is in neither
+    // activeElement nor window.frames), where key events and
+    // Input.insertText would go: nothing is typed then.
+    const inert = !(el && (el.tagName === 'INPUT' || el.tagName === 'TEXTAREA' || el.isContentEditable));
+    return {win: w, origin: w.location.origin, remote: remote, depth: depth, focus: document.hasFocus(), self: window.location.origin, inert: inert};
   }
 }`
 
@@ -55,13 +60,14 @@ const focusWalk = `function walk() {
 // hand the arguments to page code through Function.caller/arguments.
 var (
 	checkFn = `function() { 'use strict'; const walk = ` + focusWalk + `; const r = walk();
-  return {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, self: r.self}; }`
+  return {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, self: r.self, inert: r.inert}; }`
 	writeFn = `function(origins, text, strict, posts) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
   const r = walk();
-  const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, self: r.self, inserted: false, denied: false};
+  const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, self: r.self, inert: r.inert, inserted: false, denied: false};
   if (r.remote) return out;
   const o = r.origin;
   if (origins.indexOf('*') < 0 && (o === 'null' || o === '' || origins.indexOf(o) < 0)) { out.denied = true; return out; }
+  if (r.inert) return out;
   const f = check(r.win, text.length, strict, posts, /[^\x00-\x7f]/.test(text));
   out.constrained = f.constrained; out.filled = f.filled; out.elsewhere = f.elsewhere; out.method = f.method;
   if (f.constrained || f.filled || f.elsewhere || f.method) return out;
@@ -71,8 +77,8 @@ var (
 	// key (len is its length in UTF-16 units).
 	fieldFn = `function(len, strict, posts, wide) { 'use strict'; const walk = ` + focusWalk + `; const check = ` + fieldCheck + `;
   const r = walk();
-  const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, self: r.self};
-  if (r.remote) return out;
+  const out = {origin: r.origin, remote: r.remote, depth: r.depth, focus: r.focus, self: r.self, inert: r.inert};
+  if (r.remote || r.inert) return out;
   const f = check(r.win, len, strict, posts, wide);
   out.constrained = f.constrained; out.filled = f.filled; out.elsewhere = f.elsewhere; out.method = f.method;
   return out; }`
@@ -159,12 +165,21 @@ type focusResult struct {
 	Method bool `json:"method"`
 	// Multiline: the focused element takes line breaks (multilineFn).
 	Multiline bool `json:"multiline"`
+	// Inert: the focused element takes no text (not an input, textarea or
+	// editable element): focus may be in a frame the walk cannot see.
+	// Nothing is typed.
+	Inert bool `json:"inert"`
+
+	// handle is the world handle the call ran on (see focusLoc).
+	handle string
 }
 
 // focusLoc is the frame whose walk found the focused element: a CDP
 // session and a frame of its target ("" for the target's main frame).
 type focusLoc struct {
 	sid, frameID string
+	// handle: the world the check ran in; the write runs there or nowhere.
+	handle string
 }
 
 var errFocusUnverified = errors.New("focus is in a cross-origin frame that cannot be verified")
@@ -217,7 +232,7 @@ func (in *interceptor) focusedOriginDepth(ctx context.Context, c cdpproxy.Conn, 
 			return "", focusLoc{}, fmt.Errorf("page origin %s does not match the tracked target origin", res.Origin)
 		}
 	}
-	return res.Origin, focusLoc{sid: sid}, nil
+	return res.Origin, focusLoc{sid: sid, handle: res.handle}, nil
 }
 
 type frameNode struct {
@@ -277,7 +292,7 @@ func (in *interceptor) focusedSubframe(ctx context.Context, c cdpproxy.Conn, sid
 	if best == nil || best.Remote {
 		return "", focusLoc{}, errFocusUnverified
 	}
-	return best.Origin, focusLoc{sid: sid, frameID: bestFrame}, nil
+	return best.Origin, focusLoc{sid: sid, frameID: bestFrame, handle: best.handle}, nil
 }
 
 func (in *interceptor) childSessions(sid string) []string {
@@ -312,14 +327,16 @@ func (in *interceptor) evalFocus(ctx context.Context, c cdpproxy.Conn, sid, fram
 // document lives (creating a world costs a round trip or two); a failure
 // with a cached handle retries once with a fresh world.
 func (in *interceptor) callInWorld(ctx context.Context, c cdpproxy.Conn, sid, frameID string, build func(objectID string) []byte) (focusResult, error) {
-	return in.callWorld(ctx, c, sid, frameID, build, false)
+	return in.callWorld(ctx, c, sid, frameID, build, "")
 }
 
-// callWorld is callInWorld; a write (write true) runs only in the cached
-// world, once: a value never goes to a world in a document the check did
-// not see (a cached handle is gone, or fails, when its document went away
-// after the check, and a new world would be in the next document).
-func (in *interceptor) callWorld(ctx context.Context, c cdpproxy.Conn, sid, frameID string, build func(objectID string) []byte, write bool) (focusResult, error) {
+// callWorld is callInWorld; a write passes the handle its check ran on
+// (focusLoc.handle) and runs there, once, while it is still the cached one,
+// or not at all: a value never goes to a world in a document the check did
+// not see (after a navigation the cache may already hold a world in the
+// next document, readied by prepareWorld).
+func (in *interceptor) callWorld(ctx context.Context, c cdpproxy.Conn, sid, frameID string, build func(objectID string) []byte, only string) (focusResult, error) {
+	write := only != ""
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	for attempt := 0; attempt < 2; attempt++ {
@@ -329,10 +346,10 @@ func (in *interceptor) callWorld(ctx context.Context, c cdpproxy.Conn, sid, fram
 			in.cacheMu.Lock()
 			w, ok := in.worlds[worldKey(sid, frameID)]
 			in.cacheMu.Unlock()
-			if !ok {
+			if !ok || w.handle != only {
 				return focusResult{}, errWorldGone
 			}
-			objectID = w.handle
+			objectID = only
 		} else {
 			var err error
 			if objectID, cached, err = in.worldHandle(cctx, c, sid, frameID, attempt > 0); err != nil {
@@ -359,7 +376,9 @@ func (in *interceptor) callWorld(ctx context.Context, c cdpproxy.Conn, sid, fram
 			return focusResult{}, errors.New("focus check: no result")
 		}
 		in.learnOrigin(sid, frameID, objectID, out.Result.Value.Self)
-		return *out.Result.Value, nil
+		res := *out.Result.Value
+		res.handle = objectID
+		return res, nil
 	}
 	return focusResult{}, errors.New("focus check: no usable isolated world")
 }
@@ -446,27 +465,27 @@ func (in *interceptor) prepareWorld(c cdpproxy.Conn, m *cdpproxy.Message) {
 	}()
 }
 
-// presumedOrigin is the origin of the main document of the target behind
+// presumedOrigin is the world (handle and origin) of the main document of the target behind
 // CDP session sid as a call in the check's world reported it, when that
 // world is still cached and the target has no out-of-process frames the
 // client attached (focus in one of those is only found by asking it); ""
 // otherwise. A write may presume the focused element is in that document:
 // writeFn verifies it in the same task as the write and writes nothing
 // when it is not so (focus in another frame), and then the full check runs.
-func (in *interceptor) presumedOrigin(c cdpproxy.Conn, sid string) string {
+func (in *interceptor) presumedOrigin(c cdpproxy.Conn, sid string) worldRef {
 	if len(in.childSessions(sid)) > 0 {
-		return ""
+		return worldRef{}
 	}
 	in.cacheMu.Lock()
 	w, ok := in.worlds[worldKey(sid, "")]
 	in.cacheMu.Unlock()
 	if !ok || w.origin == "" || w.origin == "null" {
-		return ""
+		return worldRef{}
 	}
 	if ti, ok := c.Target(sid); ok && ti.Origin != "" && ti.Origin != w.origin {
-		return ""
+		return worldRef{}
 	}
-	return w.origin
+	return w
 }
 
 func (in *interceptor) forgetWorld(sid, frameID string) {

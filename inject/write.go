@@ -17,7 +17,7 @@ import (
 // dispatchKeyEvent sink, so the page's key and input handlers fire as for
 // the client's own typing. Called with in.mu held.
 func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, u *input, text []byte, ms []match) cdpproxy.Verdict {
-	presumed := ""
+	var presumed worldRef
 	if !u.keyMode {
 		presumed = in.presumedOrigin(c, m.SessionID)
 	}
@@ -25,7 +25,7 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 	if again {
 		// The presumption did not hold and nothing was written: the full
 		// check, as for any write.
-		v, _ = in.injectOnce(ctx, c, m, u, text, ms, "")
+		v, _ = in.injectOnce(ctx, c, m, u, text, ms, worldRef{})
 	}
 	return v
 }
@@ -35,7 +35,7 @@ func (in *interceptor) inject(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.
 // writeFn's own check in the write's task decides; again reports that it
 // found focus elsewhere, or the world gone, before anything was typed or
 // recorded.
-func (in *interceptor) injectOnce(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, u *input, text []byte, ms []match, presumed string) (v cdpproxy.Verdict, again bool) {
+func (in *interceptor) injectOnce(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, u *input, text []byte, ms []match, presumed worldRef) (v cdpproxy.Verdict, again bool) {
 	g := in.authorize(ctx, c, m, ms, presumed)
 	secrets, origin, loc := g.secrets, g.origin, g.loc
 	defer destroyAll(secrets)
@@ -76,6 +76,9 @@ func (in *interceptor) injectOnce(ctx context.Context, c cdpproxy.Conn, m *cdppr
 		var moved *focusResult
 		moved, err = in.typeKeys(cctx, c, m.SessionID, loc, origin, text, ms, secrets)
 		if err == nil && moved != nil {
+			if moved.Inert && !moved.Remote && moved.Origin == origin {
+				return in.refuseInert(ctx, c, m, ms, secrets, origin), false
+			}
 			return in.refuseMoved(ctx, c, m, ms, secrets, *moved), false
 		}
 	} else {
@@ -97,15 +100,13 @@ func (in *interceptor) injectOnce(ctx context.Context, c cdpproxy.Conn, m *cdppr
 				return v, false
 			}
 		}
-		switch {
-		case err != nil:
-		case !res.Inserted:
-			// The focused element does not take execCommand text (an
-			// editor listening to IME input only): type it through the
-			// browser's input pipeline, as the client asked.
-			buf := buildText(`{"text":"`, text, ms, secrets, `"}`)
-			_, err = c.Call(cctx, m.SessionID, methodInsertText, json.RawMessage(buf))
-			wipe(buf)
+		if err == nil && !res.Inserted {
+			// The focused element takes no execCommand text: nothing was
+			// typed, and nothing else is sent (an Input.insertText would
+			// go wherever focus is, unchecked: an iframe in a closed
+			// shadow root, or a frame focus moved to since).
+			stopped = true
+			return in.refuseInert(ctx, c, m, ms, secrets, origin), false
 		}
 	}
 	result, audit, reason := ResultInjected, AuditInjected, ""
@@ -139,7 +140,7 @@ func (in *interceptor) writeAt(ctx context.Context, c cdpproxy.Conn, loc focusLo
 		prefix := `{"objectId":` + string(ob) + `,"functionDeclaration":` + string(fb) + `,"arguments":[{"value":` + string(ab) + `},{"value":"`
 		suffix := fmt.Sprintf(`"},{"value":%t},{"value":%s}],"returnByValue":true,"silent":true}`, strict, postOrigins(ms, secrets))
 		return buildText(prefix, text, ms, secrets, suffix)
-	}, true)
+	}, loc.handle)
 }
 
 // wideText reports whether text with its placeholders replaced holds a
@@ -211,8 +212,17 @@ func (in *interceptor) refuseWrite(ctx context.Context, c cdpproxy.Conn, m *cdpp
 	case res.Remote || res.Denied:
 		// Focus moved between the check and the write.
 		return in.refuseMoved(ctx, c, m, ms, secrets, res), true
+	case res.Inert:
+		return in.refuseInert(ctx, c, m, ms, secrets, origin), true
 	}
 	return cdpproxy.Verdict{}, false
+}
+
+// refuseInert answers a write whose focused element takes no text (see
+// focusResult.Inert): nothing was typed.
+func (in *interceptor) refuseInert(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match, secrets map[string]Secret, origin string) cdpproxy.Verdict {
+	in.recordEach(ctx, c, m, ms, secrets, origin, AuditRefused, ResultRefusedSink, "refused: focused element takes no text")
+	return reply(cdpproxy.ErrorReply(m, "cdpvault: secret "+ms[0].name+" not typed: the focused element takes no text (focus may be in a frame that cannot be verified)"))
 }
 
 // refuseField answers a write the field check stopped: nothing was typed.
@@ -270,7 +280,7 @@ type grant struct {
 // recorded (audit and metric). With presumed set (and a vault that lists
 // origins before decrypting), the focused frame is presumed to have that
 // origin when the secret allows it.
-func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match, presumed string) grant {
+func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Message, ms []match, presumed worldRef) grant {
 	g := grant{secrets: map[string]Secret{}}
 	var originErr error
 	originDone := false
@@ -281,8 +291,8 @@ func (in *interceptor) authorize(ctx context.Context, c cdpproxy.Conn, m *cdppro
 			return
 		}
 		originDone = true
-		if presumed != "" && originAllowed(origins, presumed) {
-			g.origin, g.loc, g.presumed = presumed, focusLoc{sid: m.SessionID}, true
+		if presumed.origin != "" && originAllowed(origins, presumed.origin) {
+			g.origin, g.loc, g.presumed = presumed.origin, focusLoc{sid: m.SessionID, handle: presumed.handle}, true
 			return
 		}
 		g.origin, g.loc, originErr = in.focusedOrigin(ctx, c, m.SessionID)
@@ -458,7 +468,7 @@ func (in *interceptor) typeKeys(ctx context.Context, c cdpproxy.Conn, sid string
 					return err
 				}
 				sub := loc.sid != sid || loc.frameID != ""
-				if r.Remote || r.Origin != origin || (sub && !r.Focus) {
+				if r.Remote || r.Inert || r.Origin != origin || (sub && !r.Focus) {
 					moved = &r
 					return nil
 				}
@@ -525,7 +535,7 @@ func (in *interceptor) ime(ctx context.Context, c cdpproxy.Conn, m *cdpproxy.Mes
 	if len(ms) == 0 {
 		return forward
 	}
-	g := in.authorize(ctx, c, m, ms, "")
+	g := in.authorize(ctx, c, m, ms, worldRef{})
 	secrets, origin, loc := g.secrets, g.origin, g.loc
 	defer destroyAll(secrets)
 	if g.refusal != "" {
