@@ -584,6 +584,16 @@ func newBrowserEnvWith(t testing.TB, secrets map[string]fakeSecret, granted []st
 	e.conn = dialCDP(t, e.wsURL, e.interceptor())
 	e.ev = e.conn.subscribe()
 	e.cl = &cdpClient{c: e.conn}
+	e.openPage()
+	if autoAttach {
+		e.cl.must(e.sid, "Target.setAutoAttach", map[string]any{"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true})
+	}
+	return e
+}
+
+// openPage opens a blank page, attaches to it (flat session e.sid),
+// enables Page and Runtime, and returns its target id.
+func (e *browserEnv) openPage() string {
 	var ct struct{ TargetID string }
 	_ = json.Unmarshal(e.cl.must("", "Target.createTarget", map[string]any{"url": "about:blank"}), &ct)
 	var at struct{ SessionID string }
@@ -591,10 +601,19 @@ func newBrowserEnvWith(t testing.TB, secrets map[string]fakeSecret, granted []st
 	e.sid = at.SessionID
 	e.cl.must(e.sid, "Page.enable", nil)
 	e.cl.must(e.sid, "Runtime.enable", nil)
-	if autoAttach {
-		e.cl.must(e.sid, "Target.setAutoAttach", map[string]any{"autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true})
+	return ct.TargetID
+}
+
+// waitReceived polls the site's beacons for v at host.
+func (e *browserEnv) waitReceived(host, v string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for !e.site.received(host, v) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond) // polling the browser's requests with a deadline
 	}
-	return e
+	return true
 }
 
 // interceptor returns a new injection interceptor on the env's vault,
@@ -958,12 +977,8 @@ func TestChromiumSameProcessCrossOriginIframeRefused(t *testing.T) {
 			t.Fatalf("%s: %v", style, err)
 		}
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for !e.site.received("login.acme.test", "login-ok") { // beacons are asynchronous
-		if time.Now().After(deadline) {
-			t.Fatal("the iframe's own secret did not arrive there (beacon)")
-		}
-		time.Sleep(10 * time.Millisecond) // polling the browser's requests with a deadline
+	if !e.waitReceived("login.acme.test", "login-ok", 15*time.Second) { // beacons are asynchronous
+		t.Fatal("the iframe's own secret did not arrive there (beacon)")
 	}
 }
 
@@ -1058,12 +1073,8 @@ func TestChromiumPresumedOrigin(t *testing.T) {
 	if last := recs[len(recs)-1]; last.Secret != "both" || last.Result != AuditInjected || last.Origin != login {
 		t.Fatalf("last audit %+v, want both injected on %s", last, login)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for !e.site.received("login.acme.test", "both-ok") { // beacons are asynchronous
-		if time.Now().After(deadline) {
-			t.Fatal("the value did not arrive in the iframe (beacon)")
-		}
-		time.Sleep(10 * time.Millisecond) // polling the browser's requests with a deadline
+	if !e.waitReceived("login.acme.test", "both-ok", 15*time.Second) { // beacons are asynchronous
+		t.Fatal("the value did not arrive in the iframe (beacon)")
 	}
 	if e.site.received("login.acme.test", plainValue) {
 		t.Fatal("the refused value reached the iframe")

@@ -45,18 +45,6 @@ func (e *browserEnv) clickAt(x, y float64) {
 	}
 }
 
-// waitReceived polls the site's beacons for v at host.
-func (e *browserEnv) waitReceived(host, v string, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for !e.site.received(host, v) {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond) // polling the browser's requests with a deadline
-	}
-	return true
-}
-
 // An allowed page (acme.test) hosts another origin's iframe inside a closed
 // shadow root (a third-party widget in a web component), and focus is in
 // that iframe's field. acme's activeElement is the shadow host; the walk
@@ -341,13 +329,7 @@ func testWriteOnlyInCheckedWorld(t *testing.T, host string, presumed bool) {
 		Logger: newTestLogger(testWriter{t})})
 	c2 := dialCDP(t, e.wsURL, in2)
 	e2 := &browserEnv{t: t, site: e.site, conn: c2, cl: &cdpClient{c: c2}, vault: e.vault, audit: e.audit, ev: c2.subscribe()}
-	var ct struct{ TargetID string }
-	_ = json.Unmarshal(e2.cl.must("", "Target.createTarget", map[string]any{"url": "about:blank"}), &ct)
-	var at struct{ SessionID string }
-	_ = json.Unmarshal(e2.cl.must("", "Target.attachToTarget", map[string]any{"targetId": ct.TargetID, "flatten": true}), &at)
-	e2.sid = at.SessionID
-	e2.cl.must(e2.sid, "Page.enable", nil)
-	e2.cl.must(e2.sid, "Runtime.enable", nil)
+	targetID := e2.openPage()
 	in := in2.(*interceptor)
 	if presumed {
 		e2.navigate(e.site.url("acme.test", "/login?autofocus"))
@@ -366,7 +348,7 @@ func testWriteOnlyInCheckedWorld(t *testing.T, host string, presumed bool) {
 	c3 := dialCDP(t, e.wsURL, e.interceptor())
 	cl3 := &cdpClient{c: c3}
 	var at3 struct{ SessionID string }
-	_ = json.Unmarshal(cl3.must("", "Target.attachToTarget", map[string]any{"targetId": ct.TargetID, "flatten": true}), &at3)
+	_ = json.Unmarshal(cl3.must("", "Target.attachToTarget", map[string]any{"targetId": targetID, "flatten": true}), &at3)
 
 	spy := &spyConn{cdpConn: c2}
 	done := make(chan string, 1)
