@@ -21,14 +21,13 @@ import (
 // DOMAINNAME: they are resolved there, never here.
 
 const (
-	socksVersion   = 5
-	socksNoAuth    = 0x00
-	socksUserPass  = 0x02
-	socksNoMethods = 0xff
-	socksConnect   = 1
-	atypIPv4       = 1
-	atypDomain     = 3
-	atypIPv6       = 4
+	socksVersion  = 5
+	socksNoAuth   = 0x00
+	socksUserPass = 0x02
+	socksConnect  = 1
+	atypIPv4      = 1
+	atypDomain    = 3
+	atypIPv6      = 4
 )
 
 // socksReplyError is a non-zero REP of the CONNECT reply: the upstream
@@ -91,6 +90,38 @@ func socksRequest(target string) ([]byte, error) {
 	return binary.BigEndian.AppendUint16(req, uint16(pn)), nil
 }
 
+// socksExchange writes msg to c and reads len(reply) bytes into reply.
+func socksExchange(c net.Conn, msg, reply []byte, step string) error {
+	if _, err := c.Write(msg); err != nil {
+		return fmt.Errorf("socks5 %s: %w", step, err)
+	}
+	if _, err := io.ReadFull(c, reply); err != nil {
+		return fmt.Errorf("socks5 %s: %w", step, err)
+	}
+	return nil
+}
+
+// socksGreet offers the server one method (username/password when auth,
+// else none) and checks that the server chose it. The health check's probe
+// runs this alone.
+func socksGreet(c net.Conn, auth bool) error {
+	method := byte(socksNoAuth)
+	if auth {
+		method = socksUserPass
+	}
+	var b [2]byte
+	if err := socksExchange(c, []byte{socksVersion, 1, method}, b[:], "greeting"); err != nil {
+		return err
+	}
+	if b[0] != socksVersion {
+		return errSOCKSProtocol
+	}
+	if b[1] != method { // 0xff too: no acceptable method
+		return errSOCKSMethod
+	}
+	return nil
+}
+
 // socksHandshake negotiates on c (already connected to the SOCKS server) a
 // CONNECT to target. pw is the password (nil: no authentication); it is
 // copied into the authentication message only, which is wiped after the
@@ -100,24 +131,10 @@ func socksHandshake(c net.Conn, user string, pw []byte, target string) error {
 	if err != nil {
 		return err
 	}
-	method := byte(socksNoAuth)
+	if err := socksGreet(c, pw != nil); err != nil {
+		return err
+	}
 	if pw != nil {
-		method = socksUserPass
-	}
-	if _, err := c.Write([]byte{socksVersion, 1, method}); err != nil {
-		return fmt.Errorf("socks5 greeting: %w", err)
-	}
-	var b [2]byte
-	if _, err := io.ReadFull(c, b[:]); err != nil {
-		return fmt.Errorf("socks5 greeting: %w", err)
-	}
-	if b[0] != socksVersion {
-		return errSOCKSProtocol
-	}
-	if b[1] == socksNoMethods || b[1] != method {
-		return errSOCKSMethod
-	}
-	if method == socksUserPass {
 		if len(user) == 0 || len(user) > 255 || len(pw) == 0 || len(pw) > 255 {
 			return errors.New("socks5: username and password must be 1-255 bytes")
 		}
@@ -126,24 +143,19 @@ func socksHandshake(c net.Conn, user string, pw []byte, target string) error {
 		msg = append(msg, user...)
 		msg = append(msg, byte(len(pw)))
 		msg = append(msg, pw...)
-		_, err := c.Write(msg)
+		var b [2]byte
+		err := socksExchange(c, msg, b[:], "authentication")
 		memguard.WipeBytes(msg)
 		if err != nil {
-			return fmt.Errorf("socks5 authentication: %w", err)
-		}
-		if _, err := io.ReadFull(c, b[:]); err != nil {
-			return fmt.Errorf("socks5 authentication: %w", err)
+			return err
 		}
 		if b[1] != 0 {
 			return errSOCKSAuth
 		}
 	}
-	if _, err := c.Write(req); err != nil {
-		return fmt.Errorf("socks5 connect: %w", err)
-	}
 	var rep [4]byte
-	if _, err := io.ReadFull(c, rep[:]); err != nil {
-		return fmt.Errorf("socks5 connect: %w", err)
+	if err := socksExchange(c, req, rep[:], "connect"); err != nil {
+		return err
 	}
 	if rep[0] != socksVersion {
 		return errSOCKSProtocol

@@ -381,19 +381,8 @@ func (u *upstream) probe(ctx context.Context) error {
 		return nil
 	}
 	defer u.handshakeDeadline(ctx, c)()
-	method := byte(0x00)
-	if u.cfg.Username != "" {
-		method = 0x02
-	}
-	if _, err := c.Write([]byte{5, 1, method}); err != nil {
+	if err := socksGreet(c, u.cfg.Username != ""); err != nil {
 		return u.fail(failUpstream, "socks5 greeting", err)
-	}
-	var b [2]byte
-	if _, err := io.ReadFull(c, b[:]); err != nil {
-		return u.fail(failUpstream, "socks5 greeting", err)
-	}
-	if b[0] != 5 || b[1] != method {
-		return u.fail(failUpstream, "socks5 greeting refused", nil)
 	}
 	return nil
 }
