@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"time"
 
 	"github.com/awnumar/memguard"
 )
@@ -123,14 +122,10 @@ func socksGreet(c net.Conn, auth bool) error {
 }
 
 // socksHandshake negotiates on c (already connected to the SOCKS server) a
-// CONNECT to target. pw is the password (nil: no authentication); it is
-// copied into the authentication message only, which is wiped after the
-// write. user must be set exactly when pw is.
-func socksHandshake(c net.Conn, user string, pw []byte, target string) error {
-	req, err := socksRequest(target)
-	if err != nil {
-		return err
-	}
+// CONNECT request req (socksRequest's). pw is the password (nil: no
+// authentication); it is copied into the authentication message only, which
+// is wiped after the write. user must be set exactly when pw is.
+func socksHandshake(c net.Conn, user string, pw []byte, req []byte) error {
 	if err := socksGreet(c, pw != nil); err != nil {
 		return err
 	}
@@ -185,50 +180,44 @@ func socksHandshake(c net.Conn, user string, pw []byte, target string) error {
 	return nil
 }
 
-// dialSOCKS opens a tunnel to target through the SOCKS5 upstream u.
+// dialSOCKS opens a tunnel to target through the SOCKS5 upstream u. A
+// target the CONNECT request cannot carry is refused before u is dialed.
 func (u *upstream) dialSOCKS(ctx context.Context, target string) (net.Conn, error) {
-	c, err := u.dialProxy(ctx) // always the SOCKS server, never the target
+	req, err := socksRequest(target)
 	if err != nil {
-		return nil, err
+		return nil, u.fail(failTarget, "socks5 target", err)
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			_ = c.Close()
+	return u.dialHandshake(ctx, func(c net.Conn) (net.Conn, error) {
+		// The password is copied out of the credential's LockedBuffer into
+		// a []byte (so the handshake does not hold the credential's lock),
+		// used for the one authentication message and wiped when the
+		// handshake ends.
+		var pw []byte
+		if err := u.withCred(ctx, func(b []byte) {
+			if b != nil {
+				pw = make([]byte, len(b))
+				copy(pw, b)
+			}
+		}); err != nil {
+			return nil, err
 		}
-	}()
-	defer u.handshakeDeadline(ctx, c)()
-
-	// The password is copied out of the credential's LockedBuffer into a
-	// []byte (so the handshake does not hold the credential's lock), used
-	// for the one authentication message and wiped when the handshake ends.
-	var pw []byte
-	if err := u.withCred(ctx, func(b []byte) {
-		if b != nil {
-			pw = make([]byte, len(b))
-			copy(pw, b)
+		user := ""
+		if pw != nil {
+			user = u.cfg.Username
 		}
-	}); err != nil {
-		return nil, err
-	}
-	user := ""
-	if pw != nil {
-		user = u.cfg.Username
-	}
-	herr := socksHandshake(c, user, pw, target)
-	memguard.WipeBytes(pw)
-	var rep socksReplyError
-	switch {
-	case herr == nil:
-	case errors.Is(herr, errSOCKSAuth):
-		u.dropCred(false)
-		return nil, u.fail(failAuth, "socks5 authentication refused", nil)
-	case errors.As(herr, &rep):
-		return nil, u.fail(failTarget, "socks5 connect refused", herr)
-	default:
-		return nil, u.fail(failUpstream, "socks5 handshake", herr)
-	}
-	_ = c.SetDeadline(time.Time{})
-	ok = true
-	return c, nil
+		herr := socksHandshake(c, user, pw, req)
+		memguard.WipeBytes(pw)
+		var rep socksReplyError
+		switch {
+		case herr == nil:
+			return c, nil
+		case errors.Is(herr, errSOCKSAuth):
+			u.dropCred(false)
+			return nil, u.fail(failAuth, "socks5 authentication refused", nil)
+		case errors.As(herr, &rep):
+			return nil, u.fail(failTarget, "socks5 connect refused", herr)
+		default:
+			return nil, u.fail(failUpstream, "socks5 handshake", herr)
+		}
+	})
 }

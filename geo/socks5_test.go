@@ -34,6 +34,16 @@ func TestSOCKSRequestEncoding(t *testing.T) {
 	}
 }
 
+// socksReq is socksRequest(target), which must succeed.
+func socksReq(t *testing.T, target string) []byte {
+	t.Helper()
+	req, err := socksRequest(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
 func dialTCP(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -58,7 +68,7 @@ func TestSOCKSHandshakeAgainstServer(t *testing.T) {
 
 	pw := []byte("s3cret<&>")
 	c := dialTCP(t, addr)
-	if err := socksHandshake(c, "alice", pw, "acme.test:"+s.port()); err != nil {
+	if err := socksHandshake(c, "alice", pw, socksReq(t, "acme.test:"+s.port())); err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
 	if string(pw) != "s3cret<&>" {
@@ -75,14 +85,14 @@ func TestSOCKSHandshakeAgainstServer(t *testing.T) {
 		t.Fatalf("server saw %v, want the unresolved hostname", got)
 	}
 
-	if err := socksHandshake(dialTCP(t, addr), "alice", []byte("wrong"), "acme.test:"+s.port()); !errors.Is(err, errSOCKSAuth) {
+	if err := socksHandshake(dialTCP(t, addr), "alice", []byte("wrong"), socksReq(t, "acme.test:"+s.port())); !errors.Is(err, errSOCKSAuth) {
 		t.Fatalf("wrong password: %v, want errSOCKSAuth", err)
 	}
-	if err := socksHandshake(dialTCP(t, addr), "", nil, "acme.test:"+s.port()); !errors.Is(err, errSOCKSMethod) {
+	if err := socksHandshake(dialTCP(t, addr), "", nil, socksReq(t, "acme.test:"+s.port())); !errors.Is(err, errSOCKSMethod) {
 		t.Fatalf("no credentials to a server requiring them: %v, want errSOCKSMethod", err)
 	}
 	var rep socksReplyError
-	if err := socksHandshake(dialTCP(t, addr), "alice", pw, deadAddr(t)); !errors.As(err, &rep) || rep != 4 {
+	if err := socksHandshake(dialTCP(t, addr), "alice", pw, socksReq(t, deadAddr(t))); !errors.As(err, &rep) || rep != 4 {
 		t.Fatalf("unreachable target: %v, want reply 4", err)
 	}
 }
@@ -153,7 +163,7 @@ func TestSOCKSHandshakeMalformedReplies(t *testing.T) {
 		addr := cannedSOCKS(t, c.reply, reqLen)
 		conn := dialTCP(t, addr)
 		_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
-		err := socksHandshake(conn, "", nil, "127.0.0.1:80")
+		err := socksHandshake(conn, "", nil, socksReq(t, "127.0.0.1:80"))
 		if (err == nil) != c.ok {
 			t.Errorf("%s: err = %v, want ok %v", c.name, err, c.ok)
 		}
@@ -188,6 +198,11 @@ func TestSOCKSUpstreamFailureKinds(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), pw(0)) {
 		t.Fatal("error holds the password")
+	}
+	// a target the CONNECT request cannot carry is no failure of the upstream
+	_, err = u.dialSOCKS(ctx, strings.Repeat("a", 256)+":80")
+	if !errors.As(err, &ae) || ae.kind != failTarget {
+		t.Fatalf("host name of 256 bytes: %v, want a target failure", err)
 	}
 
 	bad := newSOCKS5(t, user(0), "another")

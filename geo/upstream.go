@@ -265,21 +265,33 @@ func (u *upstream) dialTunnel(ctx context.Context, target string) (net.Conn, err
 	return u.dialCONNECT(ctx, target)
 }
 
-func (u *upstream) dialCONNECT(ctx context.Context, target string) (net.Conn, error) {
+// dialHandshake connects to u and runs handshake (a tunnel's) on the
+// connection, bounded by the handshake timeout and ctx. The connection is
+// closed if handshake fails; else handshake's conn is returned without a
+// deadline.
+func (u *upstream) dialHandshake(ctx context.Context, handshake func(c net.Conn) (net.Conn, error)) (net.Conn, error) {
 	c, err := u.dialProxy(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ok := false
-	defer func() {
-		if !ok {
-			_ = c.Close()
-		}
-	}()
-	defer u.handshakeDeadline(ctx, c)()
+	stop := u.handshakeDeadline(ctx, c)
+	out, err := handshake(c)
+	stop()
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return out, nil
+}
 
+func (u *upstream) dialCONNECT(ctx context.Context, target string) (net.Conn, error) {
+	return u.dialHandshake(ctx, func(c net.Conn) (net.Conn, error) { return u.connectHandshake(ctx, c, target) })
+}
+
+func (u *upstream) connectHandshake(ctx context.Context, c net.Conn, target string) (net.Conn, error) {
 	var req []byte
-	err = u.withCred(ctx, func(cred []byte) {
+	err := u.withCred(ctx, func(cred []byte) {
 		req = make([]byte, 0, 64+2*len(target)+len(cred))
 		req = append(req, "CONNECT "...)
 		req = append(req, target...)
@@ -313,13 +325,10 @@ func (u *upstream) dialCONNECT(ctx context.Context, target string) (net.Conn, er
 	case resp.StatusCode/100 != 2:
 		return nil, u.fail(failTarget, fmt.Sprintf("CONNECT refused: %d", resp.StatusCode), nil)
 	}
-	_ = c.SetDeadline(time.Time{})
-	ok = true
-	var out net.Conn = c
 	if br.Buffered() > 0 {
-		out = &bufferedConn{Conn: c, r: io.MultiReader(io.LimitReader(br, int64(br.Buffered())), c)}
+		return &bufferedConn{Conn: c, r: io.MultiReader(io.LimitReader(br, int64(br.Buffered())), c)}, nil
 	}
-	return out, nil
+	return c, nil
 }
 
 type bufferedConn struct {
