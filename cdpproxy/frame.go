@@ -134,17 +134,15 @@ func (fr *frameReader) fill(need int) error {
 		fr.r, fr.w = 0, n
 	}
 	for fr.w-fr.r < need {
-		var n int
-		var err error
 		// One read in ordinaryEvery is an ordinary one: under sustained
 		// traffic it keeps waking the runtime's monitor (preemption of long
 		// running goroutines, network polling when all Ps are busy).
 		fr.reads++
+		var src io.Reader = fr.conn
 		if fr.sys != nil && fr.reads%ordinaryEvery != 0 {
-			n, err = fr.sys.read(fr.buf[fr.w:])
-		} else {
-			n, err = fr.conn.Read(fr.buf[fr.w:])
+			src = fr.sys
 		}
+		n, err := src.Read(fr.buf[fr.w:])
 		fr.w += n
 		if err != nil {
 			if fr.w-fr.r >= need {
@@ -229,13 +227,14 @@ func (fr *frameReader) next() (ws.OpCode, []byte, error) {
 		clear(fr.buf[fr.r : fr.r+k])
 		fr.r += k
 		if rest := dst[k:]; len(rest) > 0 {
-			var err error
+			var src io.Reader = fr.conn
 			if fr.sys != nil && len(rest) <= rawMax {
-				err = fr.sys.readFull(rest)
-			} else if _, err = io.ReadFull(fr.conn, rest); err == io.EOF {
-				err = io.ErrUnexpectedEOF
+				src = fr.sys
 			}
-			if err != nil {
+			if _, err := io.ReadFull(src, rest); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
 				return 0, nil, err
 			}
 		}

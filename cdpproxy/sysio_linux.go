@@ -36,12 +36,9 @@ type sysIO struct {
 	rerr  syscall.Errno
 	rfunc func(uintptr) bool
 
-	wbuf  []byte
-	wn    int
-	werr  syscall.Errno
-	wfunc func(uintptr) bool
-
 	va, vb []byte // writev: header and payload
+	wn     int
+	werr   syscall.Errno
 	iov    [2]syscall.Iovec
 	vfunc  func(uintptr) bool
 }
@@ -62,7 +59,6 @@ func newSysIO(c net.Conn) *sysIO {
 	}
 	s := &sysIO{rc: rc}
 	s.rfunc = s.doRead
-	s.wfunc = s.doWrite
 	s.vfunc = s.doWritev
 	return s
 }
@@ -81,8 +77,8 @@ func (s *sysIO) doRead(fd uintptr) bool {
 	}
 }
 
-// read reads into p like net.Conn.Read.
-func (s *sysIO) read(p []byte) (int, error) {
+// Read reads into p like net.Conn.Read (io.ReadFull takes it).
+func (s *sysIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -100,41 +96,8 @@ func (s *sysIO) read(p []byte) (int, error) {
 	return s.rn, nil
 }
 
-func (s *sysIO) doWrite(fd uintptr) bool {
-	for s.wn < len(s.wbuf) {
-		p := s.wbuf[s.wn:]
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch e {
-		case 0:
-			s.wn += int(n)
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			s.werr = e
-			return true
-		}
-	}
-	return true
-}
-
 // write writes all of p like net.Conn.Write.
-func (s *sysIO) write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	s.wbuf, s.wn, s.werr = p, 0, 0
-	err := s.rc.Write(s.wfunc)
-	n := s.wn
-	s.wbuf = nil
-	switch {
-	case err != nil:
-		return n, err
-	case s.werr != 0:
-		return n, os.NewSyscallError("write", s.werr)
-	}
-	return n, nil
-}
+func (s *sysIO) write(p []byte) (int, error) { return s.writev(p, nil) }
 
 func (s *sysIO) doWritev(fd uintptr) bool {
 	for {
@@ -183,20 +146,4 @@ func (s *sysIO) writev(a, b []byte) (int, error) {
 		return n, os.NewSyscallError("writev", s.werr)
 	}
 	return n, nil
-}
-
-// readFull reads exactly len(p) bytes (p not empty) like io.ReadFull, with
-// io.ErrUnexpectedEOF when the stream ends part way.
-func (s *sysIO) readFull(p []byte) error {
-	for got := 0; got < len(p); {
-		n, err := s.read(p[got:])
-		got += n
-		if err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
-		}
-	}
-	return nil
 }

@@ -77,12 +77,12 @@ func TestSysIOPartialWritesAndReads(t *testing.T) {
 	b.SetReadDeadline(time.Now().Add(20 * time.Second)) // a lost byte fails, not hangs
 	r := newSysIO(b)
 	got := make([]byte, len(want))
-	// a short read first, then the rest in one readFull
-	n, err := r.read(got[:100])
+	// a short read first, then the rest with io.ReadFull, as frameReader.next
+	n, err := r.Read(got[:100])
 	if err != nil || n == 0 {
 		t.Fatalf("read: %d %v", n, err)
 	}
-	if err := r.readFull(got[n:]); err != nil {
+	if _, err := io.ReadFull(r, got[n:]); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-errc; err != nil {
@@ -99,7 +99,7 @@ func TestSysIOEndings(t *testing.T) {
 		t.Parallel()
 		_, b := tcpPair(t)
 		b.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-		if _, err := newSysIO(b).read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		if _, err := newSysIO(b).Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("err = %v, want a deadline error", err)
 		}
 	})
@@ -109,10 +109,10 @@ func TestSysIOEndings(t *testing.T) {
 		a.Write([]byte("abc"))
 		a.Close()
 		r := newSysIO(b)
-		if err := r.readFull(make([]byte, 10)); err != io.ErrUnexpectedEOF {
+		if _, err := io.ReadFull(r, make([]byte, 10)); err != io.ErrUnexpectedEOF {
 			t.Fatalf("err = %v, want io.ErrUnexpectedEOF", err)
 		}
-		if _, err := r.read(make([]byte, 10)); err != io.EOF {
+		if _, err := r.Read(make([]byte, 10)); err != io.EOF {
 			t.Fatalf("err = %v, want io.EOF", err)
 		}
 	})
@@ -122,7 +122,7 @@ func TestSysIOEndings(t *testing.T) {
 		r := newSysIO(b)
 		errc := make(chan error, 1)
 		go func() {
-			_, err := r.read(make([]byte, 10))
+			_, err := r.Read(make([]byte, 10))
 			errc <- err
 		}()
 		b.SetReadDeadline(time.Now().Add(10 * time.Second)) // bound the test if Close did not wake the read

@@ -17,7 +17,6 @@ var errNoSysIO = errors.New("raw socket I/O is not available")
 
 func newSysIO(net.Conn) *sysIO { return nil }
 
-func (*sysIO) read([]byte) (int, error)        { return 0, errNoSysIO }
+func (*sysIO) Read([]byte) (int, error)        { return 0, errNoSysIO }
 func (*sysIO) write([]byte) (int, error)       { return 0, errNoSysIO }
 func (*sysIO) writev(_, _ []byte) (int, error) { return 0, errNoSysIO }
-func (*sysIO) readFull([]byte) error           { return errNoSysIO }
