@@ -31,8 +31,8 @@ import (
 // How (Linux): the client's socket is the one whose local address is the
 // peer's and whose remote address is the forwarder's; its inode comes from
 // one NETLINK_SOCK_DIAG lookup of exactly that socket (or, where sock_diag
-// is unavailable, from /proc/net/tcp or tcp6); its holder is a process whose /proc/<pid>/fd links to
-// socket:[inode]. Only processes descending from the browser are searched
+// is unavailable, from /proc/net/tcp or tcp6); its holder is a process
+// whose /proc/<pid>/fd links to socket:[inode]. Only processes descending from the browser are searched
 // (the last one that matched first), so the cost does not grow with what
 // else runs on the host.
 
@@ -84,11 +84,9 @@ func (g *peerGate) allowed(c net.Conn) error {
 		return nil
 	}
 	for _, pid := range treePids(root) {
-		if holds(pid, want) {
-			if descends(pid, root) { // still ours after the scan
-				g.last.Store(int64(pid))
-				return nil
-			}
+		if holds(pid, want) && descends(pid, root) { // still ours after the scan
+			g.last.Store(int64(pid))
+			return nil
 		}
 	}
 	return errPeer
@@ -166,12 +164,7 @@ func procSocketInode(peer, local *net.TCPAddr) (string, error) {
 // holds reports whether pid has an fd linking to want ("socket:[N]").
 func holds(pid int, want string) bool {
 	dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
-	d, err := os.Open(dir)
-	if err != nil {
-		return false
-	}
-	names, err := d.Readdirnames(-1)
-	d.Close()
+	names, err := dirNames(dir)
 	if err != nil {
 		return false
 	}
@@ -181,6 +174,16 @@ func holds(pid int, want string) bool {
 		}
 	}
 	return false
+}
+
+// dirNames lists the names in dir, unsorted (os.ReadDir would sort them).
+func dirNames(dir string) ([]string, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Readdirnames(-1)
 }
 
 // statPPID returns the parent pid of pid from /proc/<pid>/stat.
@@ -218,12 +221,7 @@ func descends(pid, root int) bool {
 
 // treePids lists root and its descendants (one pass over /proc).
 func treePids(root int) []int {
-	d, err := os.Open("/proc")
-	if err != nil {
-		return nil
-	}
-	names, err := d.Readdirnames(-1)
-	d.Close()
+	names, err := dirNames("/proc")
 	if err != nil {
 		return nil
 	}
