@@ -221,13 +221,19 @@ func (u *testUpstream) carried() int { return len(u.Connects()) + len(u.Plain())
 // deadURL is the URL of a loopback port nobody listens on.
 func deadURL(t *testing.T, scheme string) string {
 	t.Helper()
+	return scheme + "://" + deadAddr(t)
+}
+
+// deadAddr is a loopback host:port nobody listens on.
+func deadAddr(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	return scheme + "://" + addr
+	return addr
 }
 
 // serveTCP listens on loopback and runs handle on every accepted

@@ -97,48 +97,22 @@ func TestSOCKSHandshakeAgainstServer(t *testing.T) {
 	}
 }
 
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := ln.Addr().String()
-	_ = ln.Close()
-	return a
-}
-
 // cannedSOCKS answers every connection with reply after reading the
 // greeting (3 bytes) and the request (reqLen bytes), then closes; a fault
 // injector.
 func cannedSOCKS(t *testing.T, reply []byte, reqLen int) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 3)
-				if _, err := io.ReadFull(c, buf); err != nil {
-					return
-				}
-				_, _ = c.Write(reply[:2])
-				if _, err := io.ReadFull(c, make([]byte, reqLen)); err != nil {
-					return
-				}
-				_, _ = c.Write(reply[2:]) // then close: a truncated reply ends in EOF
-			}()
+	return serveTCP(t, func(c net.Conn) {
+		defer c.Close()
+		if _, err := io.ReadFull(c, make([]byte, 3)); err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		_, _ = c.Write(reply[:2])
+		if _, err := io.ReadFull(c, make([]byte, reqLen)); err != nil {
+			return
+		}
+		_, _ = c.Write(reply[2:]) // then close: a truncated reply ends in EOF
+	}).Addr().String()
 }
 
 // TestSOCKSHandshakeMalformedReplies: bad replies are errors, never a hang
