@@ -1037,10 +1037,11 @@ func TestChromiumPresumedOrigin(t *testing.T) {
 	// element is in that document, which writeFn verifies in the write's
 	// own task. When focus is elsewhere (here a same-process cross-origin
 	// iframe), nothing is written and the full check decides.
-	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw", "both"}, envConfig{autoAttach: true, listing: true})
+	e := newBrowserEnvWith(t, map[string]fakeSecret{}, []string{"pw", "both", "loginonly"}, envConfig{autoAttach: true, listing: true})
 	acme, login := e.site.origin("acme.test"), e.site.origin("login.acme.test")
 	e.vault.secrets["pw"] = fakeSecret{value: plainValue, origins: []string{acme}}
 	e.vault.secrets["both"] = fakeSecret{value: "both-ok", origins: []string{acme, login}}
+	e.vault.secrets["loginonly"] = fakeSecret{value: "login-only", origins: []string{login}}
 	e.navigate(e.site.url("acme.test", "/framed?src="+url.QueryEscape(e.site.url("login.acme.test", "/login?autofocus"))))
 	in := e.conn.in.(*interceptor)
 	in.prep.Wait()
@@ -1075,6 +1076,16 @@ func TestChromiumPresumedOrigin(t *testing.T) {
 	}
 	if !e.waitReceived("login.acme.test", "both-ok", 15*time.Second) { // beacons are asynchronous
 		t.Fatal("the value did not arrive in the iframe (beacon)")
+	}
+	// Two secrets in one text, the first allowed on the presumed origin,
+	// the second not (only on the iframe's): the presumption is dropped
+	// before anything is refused, and the full check types both into the
+	// iframe.
+	if _, err := e.cl.send(e.sid, methodInsertText, map[string]any{"text": "<<secret:both>><<secret:loginonly>>"}); err != nil {
+		t.Fatal(err)
+	}
+	if !e.waitReceived("login.acme.test", "both-oklogin-only", 15*time.Second) {
+		t.Fatal("the two values did not arrive in the iframe (beacon)")
 	}
 	if e.site.received("login.acme.test", plainValue) {
 		t.Fatal("the refused value reached the iframe")
