@@ -38,13 +38,7 @@ func TestGeoForwarderServesOnlyItsBrowser(t *testing.T) {
 	pw := []byte("Peer-pw-" + randomHex(8))
 	live := newStampUpstream(t, "peer-live", "geo-user", string(pw))
 	env := NewEnv(t, "debug")
-	env.Tenant("ops")
-	env.SetSecret("ops", "proxy_de_1", pw)
-	token := env.Tenant("acme")
-	if err := os.WriteFile(env.Config, []byte(geoConfig([3]string{live.srv.URL, "geo-user", "proxy_de_1"})), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := env.Start()
+	d, token := startGeo(t, env, map[string][]byte{"proxy_de_1": pw}, [3]string{live.srv.URL, "geo-user", "proxy_de_1"})
 	s := newGeoSession(t, d, token, "de")
 	r := DialRaw(t, s.WSURL)
 	_, sid := r.NewPageSession("about:blank")

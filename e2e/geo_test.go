@@ -749,6 +749,22 @@ func testGeoAgentProxy(t *testing.T, d *Daemon, token string, site *Site, live *
 	}
 }
 
+// startGeo starts a daemon on env whose config has one pool "de" over
+// upstreams (url, user, secret name), with the named passwords stored in
+// credentials tenant ops; it returns the daemon and tenant acme's token.
+func startGeo(t *testing.T, env *Env, passwords map[string][]byte, upstreams ...[3]string) (*Daemon, string) {
+	t.Helper()
+	env.Tenant("ops")
+	for name, v := range passwords {
+		env.SetSecret("ops", name, v)
+	}
+	token := env.Tenant("acme")
+	if err := os.WriteFile(env.Config, []byte(geoConfig(upstreams...)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return env.Start(), token
+}
+
 // geoConfig is a config with one pool "de" over upstreams (url, user, secret).
 func geoConfig(upstreams ...[3]string) string {
 	var b strings.Builder
@@ -772,14 +788,7 @@ func TestGeoReloadKeepsSessions(t *testing.T) {
 	upA := newStampUpstream(t, "first", "user-a", string(pwA))
 	upB := newStampUpstream(t, "second", "user-b", string(pwB))
 	env := NewEnv(t, "debug")
-	env.Tenant("ops")
-	env.SetSecret("ops", "proxy_a", pwA)
-	env.SetSecret("ops", "proxy_b", pwB)
-	token := env.Tenant("acme")
-	if err := os.WriteFile(env.Config, []byte(geoConfig([3]string{upA.srv.URL, "user-a", "proxy_a"})), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := env.Start()
+	d, token := startGeo(t, env, map[string][]byte{"proxy_a": pwA, "proxy_b": pwB}, [3]string{upA.srv.URL, "user-a", "proxy_a"})
 
 	s1 := newGeoSession(t, d, token, "de")
 	r1 := DialRaw(t, s1.WSURL)
@@ -854,16 +863,8 @@ func TestGeoFailoverMidSession(t *testing.T) {
 	pw2 := []byte("Failover-pw-2-" + randomHex(8))
 	up1 := newStampUpstream(t, "first", "user-1", string(pw1))
 	up2 := newStampUpstream(t, "second", "user-2", string(pw2))
-	env := NewEnv(t, "info")
-	env.Tenant("ops")
-	env.SetSecret("ops", "proxy_1", pw1)
-	env.SetSecret("ops", "proxy_2", pw2)
-	token := env.Tenant("acme")
-	cfg := geoConfig([3]string{up1.srv.URL, "user-1", "proxy_1"}, [3]string{up2.srv.URL, "user-2", "proxy_2"})
-	if err := os.WriteFile(env.Config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := env.Start()
+	d, token := startGeo(t, NewEnv(t, "info"), map[string][]byte{"proxy_1": pw1, "proxy_2": pw2},
+		[3]string{up1.srv.URL, "user-1", "proxy_1"}, [3]string{up2.srv.URL, "user-2", "proxy_2"})
 	s := newGeoSession(t, d, token, "de")
 	r := DialRaw(t, s.WSURL)
 	_, sid := r.NewPageSession("about:blank")
