@@ -65,23 +65,15 @@ const (
 // message counts a proxied message and, when start is not zero (a timed
 // sample), observes its overhead.
 func (m *Metrics) message(toBrowser bool, start time.Time) {
-	if m == nil {
+	m.count(toBrowser)
+	if m == nil || start.IsZero() {
 		return
 	}
+	ov := m.ovClient
 	if toBrowser {
-		m.toBrowser.Inc()
-	} else {
-		m.toClient.Inc()
+		ov = m.ovBrowser
 	}
-	if start.IsZero() {
-		return
-	}
-	d := time.Since(start).Seconds()
-	if toBrowser {
-		m.ovBrowser.Observe(d)
-	} else {
-		m.ovClient.Observe(d)
-	}
+	ov.Observe(time.Since(start).Seconds())
 }
 
 func (m *Metrics) count(toBrowser bool) {
