@@ -41,7 +41,8 @@ func poolOf(urls ...string) (map[string]PoolConfig, map[string]string) {
 	return map[string]PoolConfig{"de": p}, secrets
 }
 
-func counter(t *testing.T, e *env, vec string, pool string, idx int) float64 {
+// upstreamAt is upstream idx of pool (a current one, else an orphan).
+func (e *env) upstreamAt(t *testing.T, pool string, idx int) *upstream {
 	t.Helper()
 	var up *upstream
 	e.r.mu.Lock()
@@ -59,6 +60,12 @@ func counter(t *testing.T, e *env, vec string, pool string, idx int) float64 {
 	if up == nil {
 		t.Fatalf("no upstream %s/%d", pool, idx)
 	}
+	return up
+}
+
+func counter(t *testing.T, e *env, vec string, pool string, idx int) float64 {
+	t.Helper()
+	up := e.upstreamAt(t, pool, idx)
 	m := e.r.metrics
 	var c prometheus.Metric
 	switch vec {

@@ -476,9 +476,14 @@ func openPool(t *testing.T, upstreams ...string) (*env, *Forwarder) {
 
 func (e *env) open(t *testing.T, pool string) *Forwarder {
 	t.Helper()
-	f, err := e.r.OpenSession(context.Background(), pool)
+	return e.openWith(t, pool, SessionOptions{})
+}
+
+func (e *env) openWith(t *testing.T, pool string, o SessionOptions) *Forwarder {
+	t.Helper()
+	f, err := e.r.OpenSessionWith(context.Background(), pool, o)
 	if err != nil {
-		t.Fatalf("OpenSession: %v", err)
+		t.Fatalf("OpenSessionWith: %v", err)
 	}
 	t.Cleanup(func() { _ = f.Close() })
 	return f

@@ -1,7 +1,6 @@
 package geo
 
 import (
-	"context"
 	"errors"
 	"net"
 	"os"
@@ -15,12 +14,7 @@ import (
 
 func (e *env) openRestricted(t *testing.T, pool string) *Forwarder {
 	t.Helper()
-	f, err := e.r.OpenSessionWith(context.Background(), pool, SessionOptions{RestrictPeers: true})
-	if err != nil {
-		t.Fatalf("OpenSessionWith: %v", err)
-	}
-	t.Cleanup(func() { _ = f.Close() })
-	return f
+	return e.openWith(t, pool, SessionOptions{RestrictPeers: true})
 }
 
 func refusedCount(e *env, pool string) float64 {

@@ -560,10 +560,7 @@ func TestPlainPoolBounded(t *testing.T) {
 	t.Parallel()
 	pools, secrets := poolOf("http://127.0.0.1:1")
 	e := newEnv(t, pools, secrets, nil)
-	var u *upstream
-	for x := range e.r.current {
-		u = x
-	}
+	u := e.upstreamAt(t, "de", 0)
 	closed := func(c net.Conn) bool {
 		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // no reader: an open pipe blocks
 		_, err := c.Write([]byte("x"))

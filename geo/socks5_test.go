@@ -158,12 +158,7 @@ func TestSOCKSUpstreamFailureKinds(t *testing.T) {
 	good := newSOCKS5(t, user(0), pw(0))
 	pools, secrets := poolOf(good.URL())
 	e := newEnv(t, pools, secrets, nil)
-	e.r.mu.Lock()
-	var u *upstream
-	for x := range e.r.current {
-		u = x
-	}
-	e.r.mu.Unlock()
+	u := e.upstreamAt(t, "de", 0)
 	ctx := context.Background()
 	_, err := u.dialSOCKS(ctx, deadAddr(t))
 	var ae *attemptError
@@ -182,11 +177,7 @@ func TestSOCKSUpstreamFailureKinds(t *testing.T) {
 	bad := newSOCKS5(t, user(0), "another")
 	pools, secrets = poolOf(bad.URL())
 	e2 := newEnv(t, pools, secrets, nil)
-	e2.r.mu.Lock()
-	for x := range e2.r.current {
-		u = x
-	}
-	e2.r.mu.Unlock()
+	u = e2.upstreamAt(t, "de", 0)
 	_, err = u.dialSOCKS(ctx, "acme.test:80")
 	if !errors.As(err, &ae) || ae.kind != failAuth {
 		t.Fatalf("refused password: %v, want an auth failure", err)
