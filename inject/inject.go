@@ -268,13 +268,13 @@ func (in *interceptor) Command(ctx context.Context, c cdpproxy.Conn, m *cdpproxy
 	return in.refuseSink(ctx, c, m, name, m.Method), nil
 }
 
-// placeholderOutside reports whether a placeholder occurs in the message
-// anywhere but in params[field]. Undecodable messages count as "yes".
 // bypassesProxy are commands refused in every session: they open a
 // DevTools channel to the browser that page script could use, past every
 // interceptor (injection rules, taint, scrubbing).
 var bypassesProxy = map[string]bool{"Target.exposeDevToolsProtocol": true}
 
+// placeholderOutside reports whether a placeholder occurs in the message
+// anywhere but in params[field]. Undecodable messages count as "yes".
 func placeholderOutside(raw []byte, field string) bool {
 	var msg map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &msg); err != nil {
