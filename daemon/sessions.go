@@ -437,21 +437,24 @@ type tenantVault struct{ t *secretstore.Tenant }
 func (v tenantVault) Origins(ctx context.Context, name string) ([]string, int, error) {
 	meta, err := v.t.Secret(ctx, name)
 	if err != nil {
-		if errors.Is(err, secretstore.ErrNotFound) {
-			return nil, 0, fmt.Errorf("secret %s: %w", name, inject.ErrUnknownSecret)
-		}
-		return nil, 0, fmt.Errorf("secret metadata: %w", err)
+		return nil, 0, vaultErr(name, "secret metadata", err)
 	}
 	return meta.Origins, meta.Version, nil
+}
+
+// vaultErr wraps a store error of secret name for the injector: a missing
+// secret becomes inject.ErrUnknownSecret.
+func vaultErr(name, what string, err error) error {
+	if errors.Is(err, secretstore.ErrNotFound) {
+		return fmt.Errorf("secret %s: %w", name, inject.ErrUnknownSecret)
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 func (v tenantVault) Resolve(ctx context.Context, name string) (inject.Secret, error) {
 	buf, meta, err := v.t.Reveal(ctx, name)
 	if err != nil {
-		if errors.Is(err, secretstore.ErrNotFound) {
-			return inject.Secret{}, fmt.Errorf("secret %s: %w", name, inject.ErrUnknownSecret)
-		}
-		return inject.Secret{}, fmt.Errorf("reveal: %w", err)
+		return inject.Secret{}, vaultErr(name, "reveal", err)
 	}
 	if meta.Kind == secretstore.KindTOTP {
 		// A TOTP seed is not what a page wants typed, and codes are not
