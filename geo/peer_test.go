@@ -150,6 +150,28 @@ func TestChromiumRestrictedForwarder(t *testing.T) {
 	}
 }
 
+// acceptedConn is the server end of a loopback TCP connection whose client
+// end this process holds; both are closed at cleanup.
+func acceptedConn(tb testing.TB) net.Conn {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = cli.Close() })
+	srv, err := ln.Accept()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = srv.Close() })
+	return srv
+}
+
 // BenchmarkPeerCheck is the per-connection cost of the peer restriction:
 // one accepted loopback connection checked against this process's tree
 // (the last holder cached, as for a browser's network service), and the
@@ -157,21 +179,7 @@ func TestChromiumRestrictedForwarder(t *testing.T) {
 //
 //	go test ./geo -run '^$' -bench PeerCheck
 func BenchmarkPeerCheck(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	cli, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
-	srv, err := ln.Accept()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
+	srv := acceptedConn(b)
 	for _, cached := range []bool{true, false} {
 		name := "cached-holder"
 		if !cached {
@@ -197,21 +205,7 @@ func BenchmarkPeerCheck(b *testing.B) {
 // process holds; a socket that does not exist is not found by either.
 func TestSocketInodeLookups(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	cli, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	srv := acceptedConn(t)
 	peer, local := srv.RemoteAddr().(*net.TCPAddr), srv.LocalAddr().(*net.TCPAddr)
 	nl, err := diagInode(peer, local)
 	if err != nil {
