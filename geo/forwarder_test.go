@@ -63,6 +63,14 @@ func (e *env) upstreamAt(t *testing.T, pool string, idx int) *upstream {
 	return up
 }
 
+// wantCounter fails t unless counter(vec, pool, idx) is want.
+func wantCounter(t *testing.T, e *env, vec string, pool string, idx int, want float64) {
+	t.Helper()
+	if got := counter(t, e, vec, pool, idx); got != want {
+		t.Fatalf("%s{%s/%d} = %v, want %v", vec, pool, idx, got, want)
+	}
+}
+
 func counter(t *testing.T, e *env, vec string, pool string, idx int) float64 {
 	t.Helper()
 	up := e.upstreamAt(t, pool, idx)

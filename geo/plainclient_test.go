@@ -142,9 +142,7 @@ func TestPlainKeepAliveReusesUpstreamConnection(t *testing.T) {
 			if u0.bad.Load() != 0 || len(u0.Plain()) != 6 {
 				t.Fatalf("bad auth %d, plain %v", u0.bad.Load(), u0.Plain())
 			}
-			if got := counter(t, e, "failures", "de", 0); got != 0 {
-				t.Fatalf("failures = %v", got)
-			}
+			wantCounter(t, e, "failures", "de", 0, 0)
 		})
 	}
 }
@@ -204,12 +202,8 @@ func TestPlainStaleIdleConnectionReplaced(t *testing.T) {
 	if got := u0.accepts.Load(); got != 2 {
 		t.Fatalf("accepts = %d, want 2", got)
 	}
-	if got := counter(t, e, "failures", "de", 0); got != 0 {
-		t.Fatalf("failures = %v", got)
-	}
-	if got := counter(t, e, "up", "de", 0); got != 1 {
-		t.Fatalf("up = %v", got)
-	}
+	wantCounter(t, e, "failures", "de", 0, 0)
+	wantCounter(t, e, "up", "de", 0, 1)
 }
 
 // A pooled connection that looks alive but dies once the request is on it
@@ -234,12 +228,8 @@ func TestPlainStaleConnectionRetriedOnce(t *testing.T) {
 	if got := up.accepts.Load(); got != 2 {
 		t.Fatalf("accepts = %d, want 2", got)
 	}
-	if got := counter(t, e, "failures", "de", 0); got != 0 {
-		t.Fatalf("failures = %v", got)
-	}
-	if got := counter(t, e, "requests", "de", 0); got != 2 {
-		t.Fatalf("requests = %v", got)
-	}
+	wantCounter(t, e, "failures", "de", 0, 0)
+	wantCounter(t, e, "requests", "de", 0, 2)
 	// A POST whose body went out on the dying connection is not sent twice.
 	up2 := newRawUpstream(t, func(conn, n int, _ *http.Request, _ string) (string, bool) {
 		if conn == 0 && n == 1 {
@@ -247,9 +237,7 @@ func TestPlainStaleConnectionRetriedOnce(t *testing.T) {
 		}
 		return okResp("ok"), false
 	})
-	pools2, secrets2 := poolOf(up2.URL())
-	e2 := newEnv(t, pools2, secrets2, nil)
-	f2 := e2.open(t, "de")
+	_, f2 := openPool(t, up2.URL())
 	if code, _ := rawExchange(t, f2, req); code != 200 {
 		t.Fatalf("first: %d", code)
 	}
@@ -271,9 +259,7 @@ func TestPlainChunkedPOSTBody(t *testing.T) {
 		up := newRawUpstream(t, func(_, _ int, _ *http.Request, body string) (string, bool) {
 			return okResp(fmt.Sprint(len(body))), false
 		})
-		pools, secrets := poolOf(up.URL())
-		e := newEnv(t, pools, secrets, nil)
-		f := e.open(t, "de")
+		_, f := openPool(t, up.URL())
 		code, body := rawExchange(t, f, "POST http://acme.test/ HTTP/1.1\r\nHost: acme.test\r\nTransfer-Encoding: chunked\r\n\r\n"+
 			"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
 		if code != 200 || body != "11" {
@@ -288,9 +274,7 @@ func TestPlainChunkedPOSTBody(t *testing.T) {
 		t.Parallel()
 		s := newSite(t, false)
 		u0 := newTestUpstream(t, "u0", user(0), pw(0), false)
-		pools, secrets := poolOf(u0.URL())
-		e := newEnv(t, pools, secrets, nil)
-		f := e.open(t, "de")
+		_, f := openPool(t, u0.URL())
 		c := client(f, nil)
 		// An io.MultiReader has no known length: the client sends it chunked.
 		resp, err := c.Post(s.url("acme.test"), "text/plain", io.MultiReader(strings.NewReader(big)))
