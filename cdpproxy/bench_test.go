@@ -40,7 +40,6 @@ func dialBench(tb testing.TB, u string) *benchClient {
 		tb.Fatalf("dial %s: %v", u, err)
 	}
 	c := &benchClient{conn: conn, fr: newFrameReader(conn, 64<<10, 1<<30, false), fw: &frameWriter{conn: conn, mask: true}}
-	c.fr.sys = nil // an ordinary Go client: its reads go through net.Conn
 	if br != nil {
 		b, _ := br.Peek(br.Buffered())
 		c.fr.preload(b)
@@ -625,7 +624,6 @@ func (fp *fastPeer) serve(conn net.Conn) {
 		return
 	}
 	fr := newFrameReader(conn, 16<<10, 1<<30, true)
-	fr.sys = nil // an ordinary Go peer: its reads go through net.Conn
 	fw := &frameWriter{conn: conn}
 	events := map[int][]byte{}
 	var resp []byte

@@ -73,7 +73,7 @@ var (
 // the payload back with release, which wipes it.
 type frameReader struct {
 	conn   net.Conn
-	sys    *sysIO // small reads, when the conn allows raw access
+	sys    *sysIO // small reads, when set (the proxy's sockets); else conn
 	reads  uint32
 	buf    []byte
 	r, w   int
@@ -92,7 +92,7 @@ type frameReader struct {
 }
 
 func newFrameReader(c net.Conn, size int, max int64, masked bool) *frameReader {
-	return &frameReader{conn: c, sys: newSysIO(c), buf: make([]byte, size), max: max, masked: masked}
+	return &frameReader{conn: c, buf: make([]byte, size), max: max, masked: masked}
 }
 
 // preload copies bytes that were buffered during the handshake.
@@ -310,7 +310,7 @@ func (fr *frameReader) close() {
 type frameWriter struct {
 	mu     sync.Mutex
 	conn   net.Conn
-	sys    *sysIO // small writes, when the conn allows raw access
+	sys    *sysIO // small writes, when set (the proxy's sockets); else conn
 	mask   bool
 	closed bool // a close frame was sent
 	err    error

@@ -342,17 +342,20 @@ func (p *Proxy) serveWS(w http.ResponseWriter, r *http.Request, s *Session, toke
 	setNoDelay(up)
 
 	ctx, cancel := context.WithCancel(context.Background())
+	// one sysIO per socket, for its reader and its writer
+	csys, usys := newSysIO(cl), newSysIO(up)
 	c := &proxyConn{
 		p: p, s: s, log: p.log,
 		client: cl, upstream: up,
 		cr:  newFrameReader(cl, clientReadBuf, p.o.MaxMessage, true),
 		br:  newFrameReader(up, browserReadBuf, p.o.MaxMessage, false),
-		cw:  &frameWriter{conn: cl, sys: newSysIO(cl)},
-		bw:  &frameWriter{conn: up, sys: newSysIO(up), mask: true},
+		cw:  &frameWriter{conn: cl, sys: csys},
+		bw:  &frameWriter{conn: up, sys: usys, mask: true},
 		tr:  tr,
 		ctx: ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
+	c.cr.sys, c.br.sys = csys, usys
 	c.evConn = eventConn{c}
 	c.nextCall.Store(callIDTop + 1)
 	if n := crw.Reader.Buffered(); n > 0 {
