@@ -582,3 +582,62 @@ func TestPlainPoolBounded(t *testing.T) {
 		t.Fatal("a closed pool kept a connection")
 	}
 }
+
+// checkPlainRequest refuses what requestHead could not write safely (a
+// byte that would end or split a line) and upgrades other than websocket.
+func TestCheckPlainRequestRefusals(t *testing.T) {
+	t.Parallel()
+	mk := func(mod func(r *http.Request)) *http.Request {
+		r, err := http.NewRequest(http.MethodGet, "http://acme.test/a?b=c", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("X-Ok", "v")
+		if mod != nil {
+			mod(r)
+		}
+		return r
+	}
+	if err := checkPlainRequest(mk(nil)); err != nil {
+		t.Fatalf("a plain GET refused: %v", err)
+	}
+	ws := mk(func(r *http.Request) { r.Header.Set("Connection", "Upgrade"); r.Header.Set("Upgrade", "websocket") })
+	if err := checkPlainRequest(ws); err != nil {
+		t.Fatalf("a websocket upgrade refused: %v", err)
+	}
+	for name, mod := range map[string]func(r *http.Request){
+		"method":       func(r *http.Request) { r.Method = "GET /x" },
+		"host":         func(r *http.Request) { r.Host = "acme.test\r\nX: y" },
+		"url host":     func(r *http.Request) { r.URL.Host = "acme test" },
+		"header name":  func(r *http.Request) { r.Header["X Bad"] = []string{"v"} },
+		"header value": func(r *http.Request) { r.Header["X-Bad"] = []string{"v\r\nX-Injected: 1"} },
+	} {
+		if err := checkPlainRequest(mk(mod)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if err := checkPlainRequest(mk(func(r *http.Request) { r.Header.Set("Connection", "upgrade"); r.Header.Set("Upgrade", "h2c") })); !errors.Is(err, errUpgradeRefused) {
+		t.Errorf("h2c upgrade: %v, want errUpgradeRefused", err)
+	}
+}
+
+// Through the forwarder an upgrade other than websocket never reaches the
+// upstream: goproxy drops the Connection header of every request that is
+// not a websocket handshake, and the Upgrade header is a hop header, so
+// the upstream gets the request without them.
+func TestPlainNonWebsocketUpgradeNotForwarded(t *testing.T) {
+	t.Parallel()
+	up := newRawUpstream(t, func(_, _ int, _ *http.Request, _ string) (string, bool) { return okResp("ok"), false })
+	_, f := openPool(t, up.URL())
+	req := "GET http://acme.test/ HTTP/1.1\r\nHost: acme.test\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+	if code, body := rawExchange(t, f, req); code != 200 || body != "ok" {
+		t.Fatalf("h2c upgrade: %d %q", code, body)
+	}
+	got := up.requests()
+	if len(got) != 1 {
+		t.Fatalf("the upstream got %d requests", len(got))
+	}
+	if h := got[0].header; h.Get("Upgrade") != "" || connectionListed(h["Connection"], "Upgrade") {
+		t.Fatalf("the upgrade reached the upstream: %v", h)
+	}
+}
