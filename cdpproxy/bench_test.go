@@ -138,28 +138,42 @@ func versionWS(b *testing.B, base string) string {
 	return v.WS
 }
 
-// startRelay starts a raw TCP relay in front of upstream (host:port) and
-// returns its address: bytes copied both ways with io.Copy (splice on
-// Linux), no WebSocket parsing, no interceptors. It is the floor any
-// user-space proxy pays on this machine (two more loopback hops per round
-// trip, two more wake-ups), measured in the same run as the proxy. With
-// CDPPROXY_BENCH_SEPARATE=1 it runs in a child process, like the proxy.
-func startRelay(tb testing.TB, upstream string) string {
+// baselines are the pass-throughs the Chrome benchmarks measure next to
+// the proxy, by the prefix that names them: each serves on ln in front of
+// upstream (host:port) until the returned stop is called.
+//
+//   - relay: a raw TCP relay, bytes copied both ways with io.Copy (splice on
+//     Linux), no WebSocket parsing, no interceptors. It is the floor any
+//     user-space proxy pays on this machine (two more loopback hops per
+//     round trip, two more wake-ups).
+//   - naive: the project's naive baseline, what a Go proxy written the
+//     obvious way with gorilla/websocket costs.
+var baselines = map[string]func(ln net.Listener, upstream string) (stop func()){
+	relayChildPrefix: serveRelay,
+	naiveChildPrefix: serveNaive,
+}
+
+// Child process prefixes (CDPPROXY_BENCH_CHILD) of the baselines.
+const (
+	relayChildPrefix = "relay:"
+	naiveChildPrefix = "naive:"
+)
+
+// startBaseline starts the baseline named by prefix in front of upstream
+// (host:port) and returns its address. With CDPPROXY_BENCH_SEPARATE=1 it
+// runs in a child process, like the proxy.
+func startBaseline(tb testing.TB, prefix, upstream string) string {
 	tb.Helper()
 	if os.Getenv("CDPPROXY_BENCH_SEPARATE") != "" {
-		return strings.TrimPrefix(startProxyChild(tb, relayChildPrefix+upstream), "http://")
+		return strings.TrimPrefix(startProxyChild(tb, prefix+upstream), "http://")
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	stop := serveRelay(ln, upstream)
-	tb.Cleanup(stop)
+	tb.Cleanup(baselines[prefix](ln, upstream))
 	return ln.Addr().String()
 }
-
-// relayChildPrefix marks a child process that runs the relay.
-const relayChildPrefix = "relay:"
 
 // serveRelay relays every connection accepted on ln to upstream until the
 // returned stop is called.
@@ -197,48 +211,6 @@ func serveRelay(ln net.Listener, upstream string) (stop func()) {
 		mu.Unlock()
 		wg.Wait()
 	}
-}
-
-// naiveChildPrefix marks a child process that runs the naive pass-through.
-const naiveChildPrefix = "naive:"
-
-// init runs the naive pass-through's child process (CDPPROXY_BENCH_SEPARATE=1)
-// before TestMain, which only knows the proxy and relay children: it serves
-// until stdin closes, like them, and exits.
-func init() {
-	target, ok := strings.CutPrefix(os.Getenv("CDPPROXY_BENCH_CHILD"), naiveChildPrefix)
-	if !ok {
-		return
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fmt.Println("ERR", err)
-		os.Exit(1)
-	}
-	stop := serveNaive(ln, target)
-	fmt.Printf("http://%s\n", ln.Addr())
-	io.Copy(io.Discard, os.Stdin)
-	stop()
-	os.Exit(0)
-}
-
-// startNaive starts the naive WebSocket pass-through in front of upstream
-// (host:port) and returns its address. It is the project's naive baseline:
-// what a Go proxy written the obvious way with gorilla/websocket costs,
-// measured in the same run as the proxy. With CDPPROXY_BENCH_SEPARATE=1 it
-// runs in a child process, like the proxy and the relay.
-func startNaive(tb testing.TB, upstream string) string {
-	tb.Helper()
-	if os.Getenv("CDPPROXY_BENCH_SEPARATE") != "" {
-		return strings.TrimPrefix(startProxyChild(tb, naiveChildPrefix+upstream), "http://")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	stop := serveNaive(ln, upstream)
-	tb.Cleanup(stop)
-	return ln.Addr().String()
 }
 
 // serveNaive serves, on ln, a WebSocket pass-through to upstream (host:port)
@@ -325,8 +297,8 @@ func chromeLegPrefixes(b *testing.B, ch *chromeProc, base string) [nLegs]string 
 	return [nLegs]string{
 		legDirect: "ws://" + host,
 		legProxy:  "ws" + strings.TrimPrefix(base, "http"),
-		legRelay:  "ws://" + startRelay(b, host),
-		legNaive:  "ws://" + startNaive(b, host),
+		legRelay:  "ws://" + startBaseline(b, relayChildPrefix, host),
+		legNaive:  "ws://" + startBaseline(b, naiveChildPrefix, host),
 	}
 }
 

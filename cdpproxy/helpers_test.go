@@ -480,20 +480,23 @@ func factory(ics ...func() Interceptor) Factory {
 // benchmarks' in-process harness) in front of upstream in this process,
 // prints its session base URL and runs until stdin closes. Benchmarks use it
 // so that the proxy is its own process, as the daemon is, and does not share
-// a Go scheduler with the benchmark's client.
+// a Go scheduler with the benchmark's client. When upstream starts with a
+// baseline's prefix (baselines), it serves that baseline instead.
 func runProxyChild(upstream string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Println("ERR", err)
 		os.Exit(1)
 	}
-	if target, ok := strings.CutPrefix(upstream, relayChildPrefix); ok {
-		// the raw TCP relay baseline, in its own process like the proxy
-		stop := serveRelay(ln, strings.TrimPrefix(target, "http://"))
-		fmt.Printf("http://%s\n", ln.Addr())
-		io.Copy(io.Discard, os.Stdin)
-		stop()
-		return
+	for prefix, serve := range baselines {
+		if target, ok := strings.CutPrefix(upstream, prefix); ok {
+			// a baseline, in its own process like the proxy
+			stop := serve(ln, target)
+			fmt.Printf("http://%s\n", ln.Addr())
+			io.Copy(io.Discard, os.Stdin)
+			stop()
+			return
+		}
 	}
 	p := New(Options{Metrics: NewMetrics(nil)})
 	s := &Session{ID: "bench", Token: "benchtoken0123456789", Upstream: upstream,
