@@ -126,6 +126,20 @@ func (b *browser) eval(t *testing.T, expr string, out any) {
 const loadedText = `new Promise(r => { const f = () => r(document.body ? document.body.innerText : ""); ` +
 	`document.readyState === "complete" ? f() : addEventListener("load", f); })`
 
+// wantSitePage navigates to u, a test site's page, and fails t unless the
+// page loaded is the site's.
+func (b *browser) wantSitePage(t *testing.T, u string) {
+	t.Helper()
+	if et := b.navigate(t, u); et != "" {
+		t.Fatalf("navigate %s: %s", u, et)
+	}
+	var text string
+	b.eval(t, loadedText, &text)
+	if !strings.Contains(text, "hello from site") {
+		t.Fatalf("%s: page text %q", u, text)
+	}
+}
+
 func TestChromiumThroughPoolWithFirstUpstreamDown(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, false)
@@ -139,14 +153,7 @@ func TestChromiumThroughPoolWithFirstUpstreamDown(t *testing.T) {
 	f := e.open(t, "de")
 	b := launchChromium(t, BrowserArgs(f, p), BrowserEnv(p))
 
-	if et := b.navigate(t, s.url("acme.test")); et != "" {
-		t.Fatalf("navigate: %s", et)
-	}
-	var text string
-	b.eval(t, loadedText, &text)
-	if !strings.Contains(text, "hello from site") {
-		t.Fatalf("page text %q", text)
-	}
+	b.wantSitePage(t, s.url("acme.test"))
 	if got := u1.Plain(); !slices.Contains(got, "acme.test:"+s.port()) {
 		t.Fatalf("u1 carried %v", got)
 	}
@@ -173,13 +180,7 @@ func TestChromiumThroughPoolWithFirstUpstreamDown(t *testing.T) {
 	}
 
 	// HTTPS goes through a CONNECT tunnel via the same live upstream.
-	if et := b.navigate(t, ts.url("acme.test")); et != "" {
-		t.Fatalf("navigate https: %s", et)
-	}
-	b.eval(t, loadedText, &text)
-	if !strings.Contains(text, "hello from site") {
-		t.Fatalf("https page text %q", text)
-	}
+	b.wantSitePage(t, ts.url("acme.test"))
 	if got := u1.Connects(); !slices.Contains(got, "acme.test:"+ts.port()) {
 		t.Fatalf("u1 CONNECTs %v", got)
 	}

@@ -114,16 +114,8 @@ func TestChromiumRestrictedForwarder(t *testing.T) {
 	if err := f.AllowProcessTree(b.cmd.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
-	for _, site := range []*site{s, ts} {
-		if et := b.navigate(t, site.url("acme.test")); et != "" {
-			t.Fatalf("navigate: %s", et)
-		}
-		var text string
-		b.eval(t, loadedText, &text)
-		if !strings.Contains(text, "hello from site") {
-			t.Fatalf("page text %q", text)
-		}
-	}
+	b.wantSitePage(t, s.url("acme.test"))
+	b.wantSitePage(t, ts.url("acme.test"))
 	if got := u1.Plain(); !slices.Contains(got, "acme.test:"+s.port()) {
 		t.Fatalf("u1 carried %v", got)
 	}
