@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -455,13 +456,24 @@ func hopHeader(k string) bool {
 	return false
 }
 
+// connectionTokens yields the names the Connection header values list.
+func connectionTokens(conn []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range conn {
+			for tok := range strings.SplitSeq(v, ",") {
+				if tok = strings.TrimSpace(tok); tok != "" && !yield(tok) {
+					return
+				}
+			}
+		}
+	}
+}
+
 // connectionListed reports whether the Connection header values list k.
 func connectionListed(conn []string, k string) bool {
-	for _, v := range conn {
-		for tok := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(tok), k) {
-				return true
-			}
+	for tok := range connectionTokens(conn) {
+		if strings.EqualFold(tok, k) {
+			return true
 		}
 	}
 	return false
