@@ -501,11 +501,12 @@ func TestMetrics(t *testing.T) {
 		}
 		return got
 	}
-	// a message is counted just after it was written, so the last ones
-	// may still be on their way to the counters
+	// a message is counted, then its overhead observed, just after it was
+	// written, so the last ones may still be on their way to the metrics:
+	// the ninth message's observation comes last in each direction
 	waitFor(t, func() bool {
 		g := gather()
-		return g["cdpvault_cdp_messages_total{to_browser}"] >= 9 && g["cdpvault_cdp_messages_total{to_client}"] >= 9
+		return g["cdpvault_cdp_proxy_overhead_seconds{to_browser}"] >= 2 && g["cdpvault_cdp_proxy_overhead_seconds{to_client}"] >= 2
 	})
 	got := gather()
 	want := map[string]float64{
