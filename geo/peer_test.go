@@ -53,6 +53,11 @@ func TestRestrictedForwarderProcessTree(t *testing.T) {
 		t.Fatalf("refused = %v, want 1", n)
 	}
 
+	for _, pid := range []int{-1, 0, 1} {
+		if err := f.AllowProcessTree(pid); err == nil {
+			t.Fatalf("AllowProcessTree(%d) accepted", pid)
+		}
+	}
 	if err := f.AllowProcessTree(os.Getpid()); err != nil {
 		t.Fatal(err)
 	}

@@ -641,3 +641,31 @@ func TestPlainNonWebsocketUpgradeNotForwarded(t *testing.T) {
 		t.Fatalf("the upgrade reached the upstream: %v", h)
 	}
 }
+
+// Interim responses are skipped; an upstream that sends only interim
+// responses, or a 101 to a request that asked for no upgrade, is answered
+// 502 and counted as a failure.
+func TestPlainInterimAndUnaskedUpgradeResponses(t *testing.T) {
+	t.Parallel()
+	req := "GET http://acme.test/ HTTP/1.1\r\nHost: acme.test\r\n\r\n"
+	for _, c := range []struct {
+		name, resp string
+		code       int
+		body       string
+	}{
+		{"100 and 103, then 200", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + okResp("ok"), 200, "ok"},
+		{"only interim responses", strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 11) + okResp("late"), http.StatusBadGateway, unavailableBody},
+		{"101 unasked", "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", http.StatusBadGateway, unavailableBody},
+	} {
+		up := newRawUpstream(t, func(_, _ int, _ *http.Request, _ string) (string, bool) { return c.resp, false })
+		e, f := openPool(t, up.URL())
+		if code, body := rawExchange(t, f, req); code != c.code || body != c.body {
+			t.Errorf("%s: %d %q, want %d %q", c.name, code, body, c.code, c.body)
+		}
+		want := 0.0
+		if c.code != 200 {
+			want = 1
+		}
+		wantCounter(t, e, "failures", "de", 0, want)
+	}
+}
