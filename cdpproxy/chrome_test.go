@@ -473,8 +473,10 @@ func TestMetrics(t *testing.T) {
 	h := newHarness(t, fp.srv.URL, nil, Options{Metrics: m})
 	h.addSession(fp.srv.URL, nil)
 	c := dialWS(t, h.browserWS(t), nil)
-	// 9 messages each way: the overhead of the first and the ninth is timed
-	for i := 1; i <= 9; i++ {
+	// overheadEvery+1 messages each way: the overhead of the first and the
+	// last is timed
+	const n = overheadEvery + 1
+	for i := 1; i <= n; i++ {
 		c.call(t, i, "A.b", "", "")
 	}
 	gather := func() map[string]float64 {
@@ -503,15 +505,15 @@ func TestMetrics(t *testing.T) {
 	}
 	// a message is counted, then its overhead observed, just after it was
 	// written, so the last ones may still be on their way to the metrics:
-	// the ninth message's observation comes last in each direction
+	// the last message's observation comes last in each direction
 	waitFor(t, func() bool {
 		g := gather()
 		return g["cdpvault_cdp_proxy_overhead_seconds{to_browser}"] >= 2 && g["cdpvault_cdp_proxy_overhead_seconds{to_client}"] >= 2
 	})
 	got := gather()
 	want := map[string]float64{
-		"cdpvault_cdp_messages_total{to_browser}":         9,
-		"cdpvault_cdp_messages_total{to_client}":          9,
+		"cdpvault_cdp_messages_total{to_browser}":         n,
+		"cdpvault_cdp_messages_total{to_client}":          n,
 		"cdpvault_cdp_sessions_active":                    2,
 		"cdpvault_cdp_connections_active":                 1,
 		"cdpvault_cdp_proxy_overhead_seconds{to_browser}": 2,

@@ -1,6 +1,7 @@
 package cdpproxy
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,7 +27,7 @@ type Metrics struct {
 //	cdpvault_cdp_sessions_active           daemon sessions registered
 //	cdpvault_cdp_connections_active        proxied WebSocket connections
 //	cdpvault_cdp_proxy_overhead_seconds{direction}  frame fully read to written,
-//	                                       sampled: one message in 8 per connection and direction
+//	                                       sampled: one message in overheadEvery (8) per connection and direction
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -43,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		overhead: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "cdpvault_cdp_proxy_overhead_seconds",
-			Help:    "Time from a CDP message fully read by the proxy to it written out, by direction (one message in 8 per connection and direction is timed).",
+			Help:    "Time from a CDP message fully read by the proxy to it written out, by direction (one message in " + strconv.Itoa(overheadEvery) + " per connection and direction is timed).",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 11), // 1us .. ~1s
 		}, []string{"direction"}),
 	}
