@@ -660,19 +660,15 @@ func TestForwarderCloseEndsTunnelsAndIdleTimeout(t *testing.T) {
 func TestHealthChecksMarkUpAndDown(t *testing.T) {
 	t.Parallel()
 	u0 := newTestUpstream(t, "u0", user(0), pw(0), false)
-	dead := deadURL(t, "http")
-	pools, secrets := poolOf(u0.URL(), dead)
+	deadHost, revive := revivableAddr(t)
+	pools, secrets := poolOf(u0.URL(), "http://"+deadHost)
 	e := newEnv(t, pools, secrets, nil)
 	e.r.checkAll(context.Background())
 	if counter(t, e, "up", "de", 0) != 1 || counter(t, e, "up", "de", 1) != 0 {
 		t.Fatal("health: want u0 up, u1 down")
 	}
 	// Bring the dead one up on its port, check again.
-	ln, err := net.Listen("tcp", strings.TrimPrefix(dead, "http://"))
-	if err != nil {
-		t.Skipf("port reuse not possible: %v", err)
-	}
-	defer ln.Close()
+	revive()
 	e.r.checkAll(context.Background())
 	if counter(t, e, "up", "de", 1) != 1 {
 		t.Fatal("recovered upstream not marked up")

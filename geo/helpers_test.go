@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -230,11 +231,26 @@ func deadURL(t *testing.T, scheme string) string {
 // test ends, so no listener of a parallel test can take it meanwhile.
 func deadAddr(t *testing.T) string {
 	t.Helper()
+	addr, _ := revivableAddr(t)
+	return addr
+}
+
+// revivableAddr is deadAddr with a way to bring the address up: listen
+// turns the socket that holds the port into a listener (closed when the
+// test ends), so the same host:port goes from refusing to accepting with
+// no moment at which another test could take it.
+func revivableAddr(t *testing.T) (addr string, listen func() net.Listener) {
+	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = syscall.Close(fd) })
+	revived := false
+	t.Cleanup(func() {
+		if !revived {
+			_ = syscall.Close(fd)
+		}
+	})
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +258,25 @@ func deadAddr(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+	listen = func() net.Listener {
+		t.Helper()
+		if revived {
+			t.Fatal("revivableAddr: listen called twice")
+		}
+		if err := syscall.Listen(fd, 16); err != nil {
+			t.Fatalf("listen on the held port: %v", err)
+		}
+		revived = true
+		f := os.NewFile(uintptr(fd), "held port")
+		ln, err := net.FileListener(f) // a dup of fd
+		_ = f.Close()
+		if err != nil {
+			t.Fatalf("listener on the held port: %v", err)
+		}
+		t.Cleanup(func() { _ = ln.Close() })
+		return ln
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port)), listen
 }
 
 // serveTCP listens on loopback and runs handle on every accepted
