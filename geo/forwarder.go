@@ -360,22 +360,14 @@ type trackingListener struct {
 }
 
 func (l *trackingListener) Accept() (net.Conn, error) {
-	var c net.Conn
-	for {
-		var err error
-		c, err = l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		perr := l.f.gate.allowed(c)
-		if perr == nil {
-			break
-		}
-		l.f.r.metrics.refused.WithLabelValues(l.f.pool.name).Inc()
-		_ = c.Close() // before a byte is read: nothing to answer
-		l.f.r.log.Debug("geo forwarder refused a connection from outside the session's browser", "pool", l.f.pool.name, "error", perr.Error())
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
 	}
 	tc := &trackedConn{Conn: c, f: l.f}
+	if !l.f.gate.on {
+		tc.admit.Do(func() {})
+	}
 	l.f.mu.Lock()
 	if l.f.closed {
 		l.f.mu.Unlock()
@@ -389,10 +381,50 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 
 // trackedConn is a browser connection; the forwarder closes all of them
 // (hijacked CONNECT tunnels included) on Close.
+//
+// With RestrictPeers the peer check runs on the connection's first Read or
+// Write, that is on the server's goroutine for this connection, not on the
+// accept loop: a check walks /proc (up to about a millisecond when the
+// holder is not the last one seen), and a local process that keeps
+// connecting must not hold up the browser's own connections behind its
+// refusals. Nothing is read or written before the check has passed; a
+// refused connection is closed unanswered and counted.
 type trackedConn struct {
 	net.Conn
-	f    *Forwarder
-	once sync.Once
+	f       *Forwarder
+	once    sync.Once
+	admit   sync.Once
+	refused error
+}
+
+// admitted runs the peer check once and reports its verdict.
+func (c *trackedConn) admitted() error {
+	c.admit.Do(func() {
+		perr := c.f.gate.allowed(c.Conn)
+		if perr == nil {
+			return
+		}
+		c.f.r.metrics.refused.WithLabelValues(c.f.pool.name).Inc()
+		_ = c.Close() // before a byte is read: nothing to answer
+		c.f.r.log.Debug("geo forwarder refused a connection from outside the session's browser", "pool", c.f.pool.name, "error", perr.Error())
+		// a read error http.Server drops without answering
+		c.refused = &net.OpError{Op: "read", Net: "tcp", Source: c.RemoteAddr(), Addr: c.LocalAddr(), Err: perr}
+	})
+	return c.refused
+}
+
+func (c *trackedConn) Read(p []byte) (int, error) {
+	if err := c.admitted(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *trackedConn) Write(p []byte) (int, error) {
+	if err := c.admitted(); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
 }
 
 func (c *trackedConn) Close() error {

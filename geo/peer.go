@@ -22,7 +22,7 @@ import (
 // SessionOptions.RestrictPeers serves only TCP connections whose client
 // socket is held by the session's browser process or one of its
 // descendants (Chromium's network service), given by AllowProcessTree.
-// Every other connection is closed at accept, before a byte is read, and
+// Every other connection is closed before a byte is read from it, and
 // counted (cdpvault_geo_refused_connections_total). The check runs once per
 // TCP connection (the browser keeps them alive) and fails closed: no
 // allowed pid yet, an unreadable /proc, a socket not found in the browser's
@@ -41,6 +41,8 @@ type peerGate struct {
 	on   bool         // RestrictPeers: refuse all until allow
 	root atomic.Int64 // the browser's pid (0: none yet)
 	last atomic.Int64 // the pid that held the last allowed connection
+
+	hold atomic.Pointer[func(net.Conn)] // tests: runs first in allowed
 }
 
 // errPeer is why a connection was refused (debug log only).
@@ -65,6 +67,9 @@ func (f *Forwarder) AllowProcessTree(pid int) error {
 func (g *peerGate) allowed(c net.Conn) error {
 	if !g.on {
 		return nil
+	}
+	if h := g.hold.Load(); h != nil {
+		(*h)(c)
 	}
 	root := int(g.root.Load())
 	if root == 0 {

@@ -1,13 +1,18 @@
 package geo
 
 import (
+	"bufio"
 	"errors"
+	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -100,6 +105,63 @@ func TestRestrictedForwarderProcessTree(t *testing.T) {
 	// a forwarder without RestrictPeers (attach mode) serves anyone
 	if code, _, _ := get(t, client(e.open(t, "de"), nil), s.url("acme.test")); code != 200 {
 		t.Fatalf("unrestricted forwarder: %d", code)
+	}
+}
+
+// TestPeerCheckOffAcceptLoop: the peer check runs on each connection's own
+// goroutine, so a connection whose check is slow (here: held until
+// released) does not hold up the next one, and nothing of the held one is
+// read until its check has passed.
+func TestPeerCheckOffAcceptLoop(t *testing.T) {
+	t.Parallel()
+	s := newSite(t, false)
+	u1 := newTestUpstream(t, "u1", user(0), pw(0), false)
+	pools, secrets := poolOf(u1.URL())
+	e := newEnv(t, pools, secrets, nil)
+	f := e.openRestricted(t, "de")
+	if err := f.AllowProcessTree(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	hold := func(net.Conn) {
+		if first.CompareAndSwap(false, true) {
+			close(held)
+			<-release
+		}
+	}
+	f.gate.hold.Store(&hold)
+	defer first.Store(true) // a failure before the hold must not leave it armed
+
+	a, err := net.Dial("tcp", f.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	fmt.Fprintf(a, "GET %s HTTP/1.1\r\nHost: acme.test\r\n\r\n", s.url("acme.test")+"?held")
+	select {
+	case <-held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first connection's check never ran")
+	}
+	before := s.requests.Load()
+	if code, body, _ := get(t, client(f, nil), s.url("acme.test")); code != 200 || !strings.Contains(body, "hello from site") {
+		close(release)
+		t.Fatalf("a connection behind a held check: %d %q", code, body)
+	}
+	if n := s.requests.Load() - before; n != 1 {
+		close(release)
+		t.Fatalf("the site received %d requests while one check was held, want 1 (the second connection's)", n)
+	}
+	close(release)
+	_ = a.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(a), nil)
+	if err != nil {
+		t.Fatalf("the held connection after its check: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the held connection after its check: %d", resp.StatusCode)
 	}
 }
 
