@@ -21,6 +21,11 @@ type UpstreamConfig struct {
 	URL string `yaml:"url" json:"url"`
 	// Username for the upstream (Basic Proxy-Authorization or SOCKS5
 	// username/password). Empty means the upstream needs no authentication.
+	// On http and https upstreams it may hold the placeholder {session},
+	// replaced by an id of SessionIDLen random lowercase letters and digits
+	// that is the same for every request of one geo session and differs
+	// between sessions: the way commercial gateways are told to keep a
+	// session on one exit ("customer-acme-cc-de-session-{session}").
 	Username string `yaml:"username" json:"username"`
 	// PasswordSecret names the secret (in geo.credentials_tenant) holding the password.
 	PasswordSecret string `yaml:"password_secret" json:"password_secret"`
@@ -132,15 +137,22 @@ func ValidatePools(pools map[string]PoolConfig) []error {
 			bad("no upstreams")
 		}
 		for i, u := range p.Upstreams {
-			if _, err := parseUpstreamURL(u.URL); err != nil {
+			pu, err := parseUpstreamURL(u.URL)
+			if err != nil {
 				bad("upstream %d: %v", i, err)
 			}
 			if u.Username != "" {
 				if strings.ContainsAny(u.Username, ":") || strings.IndexFunc(u.Username, isCtl) >= 0 {
 					bad("upstream %d: username must not contain ':' or control characters", i)
 				}
-				if len(u.Username) > 255 {
-					bad("upstream %d: username longer than 255 bytes", i)
+				if strings.ContainsAny(strings.ReplaceAll(u.Username, SessionPlaceholder, ""), "{}") {
+					bad("upstream %d: username: the only placeholder is %s", i, SessionPlaceholder)
+				}
+				if templated(u.Username) && pu.scheme == schemeSOCKS5 {
+					bad("upstream %d: username: %s is supported on http and https upstreams only", i, SessionPlaceholder)
+				}
+				if n := len(expandUsername(u.Username, strings.Repeat("x", SessionIDLen))); n > 255 {
+					bad("upstream %d: username longer than 255 bytes (%d with %s expanded)", i, n, SessionPlaceholder)
 				}
 				if u.PasswordSecret == "" {
 					bad("upstream %d: username set but password_secret missing", i)
@@ -160,6 +172,19 @@ func ValidatePools(pools map[string]PoolConfig) []error {
 }
 
 func isCtl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// SessionPlaceholder in an upstream's username stands for the geo
+// session's id; SessionIDLen is the id's length.
+const (
+	SessionPlaceholder = "{session}"
+	SessionIDLen       = 16
+)
+
+func templated(username string) bool { return strings.Contains(username, SessionPlaceholder) }
+
+func expandUsername(username, session string) string {
+	return strings.ReplaceAll(username, SessionPlaceholder, session)
+}
 
 // BrowserArgs returns the Chromium flags that route a browser through f and
 // make it look like it lives where pool's exit is: every request (loopback

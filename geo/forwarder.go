@@ -30,8 +30,9 @@ type Forwarder struct {
 	srv  *http.Server
 	gp   *goproxy.ProxyHttpServer
 
-	sticky atomic.Pointer[upstream]
-	gate   peerGate
+	sticky  atomic.Pointer[upstream]
+	gate    peerGate
+	session string // expands {session} in upstream usernames
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -46,7 +47,12 @@ func newForwarder(r *Router, p *pool, o SessionOptions) (*Forwarder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("geo: listen for session forwarder: %w", err)
 	}
-	f := &Forwarder{r: r, pool: p, conns: map[*trackedConn]struct{}{}, served: make(chan struct{})}
+	id, err := newSessionID()
+	if err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("geo: session forwarder: %w", err)
+	}
+	f := &Forwarder{r: r, pool: p, session: id, conns: map[*trackedConn]struct{}{}, served: make(chan struct{})}
 	f.gate.on = o.RestrictPeers
 	f.ln = &trackingListener{Listener: ln, f: f}
 	f.gp = f.newGoproxy()
@@ -200,6 +206,7 @@ func kindName(k failKind) string {
 // dialTunnel is goproxy's CONNECT dialer: a tunnel to target through the
 // pool, failing over inside the pool before the tunnel is up.
 func (f *Forwarder) dialTunnel(ctx context.Context, target string) (net.Conn, error) {
+	ctx = withSession(ctx, f.session)
 	var prev *upstream
 	for _, u := range f.order() {
 		if ctx.Err() != nil {
@@ -286,7 +293,7 @@ func (f *Forwarder) roundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Res
 		body = &onceBody{rc: req.Body}
 		defer req.Body.Close()
 	}
-	ctx := req.Context()
+	ctx := withSession(req.Context(), f.session)
 	var prev *upstream
 	for _, u := range f.order() {
 		if ctx.Err() != nil {

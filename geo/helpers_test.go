@@ -122,8 +122,9 @@ func (s *site) header(i int) http.Header {
 type testUpstream struct {
 	name     string
 	srv      *httptest.Server
-	wantAuth string
+	authOK   func(proxyAuthorization string) bool // nil: no authentication
 	mu       sync.Mutex
+	auths    []string // Proxy-Authorization of every request it carried
 	connects []string // CONNECT targets, as received
 	connHdrs []http.Header
 	plain    []string // plain request hosts, as received
@@ -151,10 +152,19 @@ func basic(user, pass string) string {
 
 func newTestUpstream(t testing.TB, name, user, pass string, useTLS bool) *testUpstream {
 	t.Helper()
-	u := &testUpstream{name: name}
+	var ok func(string) bool
 	if user != "" {
-		u.wantAuth = basic(user, pass)
+		want := basic(user, pass)
+		ok = func(h string) bool { return h == want }
 	}
+	return newTestUpstreamAuth(t, name, ok, useTLS)
+}
+
+// newTestUpstreamAuth is newTestUpstream with the credential check given:
+// authOK says which Proxy-Authorization values it takes (nil: none needed).
+func newTestUpstreamAuth(t testing.TB, name string, authOK func(string) bool, useTLS bool) *testUpstream {
+	t.Helper()
+	u := &testUpstream{name: name, authOK: authOK}
 	gp := goproxy.NewProxyHttpServer()
 	gp.Logger = log.New(io.Discard, "", 0)
 	gp.Tr = &http.Transport{Proxy: nil, DialContext: testDial}
@@ -163,7 +173,7 @@ func newTestUpstream(t testing.TB, name, user, pass string, useTLS bool) *testUp
 		return testDial(req.Context(), network, addr)
 	}
 	gp.OnRequest().HandleConnectFunc(func(host string, ctx *goproxy.ProxyCtx) (*goproxy.ConnectAction, string) {
-		if u.wantAuth != "" && ctx.Req.Header.Get("Proxy-Authorization") != u.wantAuth {
+		if u.authOK != nil && !u.authOK(ctx.Req.Header.Get("Proxy-Authorization")) {
 			u.bad.Add(1)
 			ctx.Resp = goproxy.NewResponse(ctx.Req, "text/plain", http.StatusProxyAuthRequired, "auth required by "+name)
 			ctx.Resp.Header.Set("Proxy-Authenticate", `Basic realm="test"`)
@@ -172,11 +182,12 @@ func newTestUpstream(t testing.TB, name, user, pass string, useTLS bool) *testUp
 		u.mu.Lock()
 		u.connects = append(u.connects, host)
 		u.connHdrs = append(u.connHdrs, ctx.Req.Header.Clone())
+		u.auths = append(u.auths, ctx.Req.Header.Get("Proxy-Authorization"))
 		u.mu.Unlock()
 		return goproxy.OkConnect, host
 	})
 	gp.OnRequest().DoFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-		if u.wantAuth != "" && req.Header.Get("Proxy-Authorization") != u.wantAuth {
+		if u.authOK != nil && !u.authOK(req.Header.Get("Proxy-Authorization")) {
 			u.bad.Add(1)
 			resp := goproxy.NewResponse(req, "text/plain", http.StatusProxyAuthRequired, "auth required by "+name)
 			resp.Header.Set("Proxy-Authenticate", `Basic realm="test"`)
@@ -184,6 +195,7 @@ func newTestUpstream(t testing.TB, name, user, pass string, useTLS bool) *testUp
 		}
 		u.mu.Lock()
 		u.plain = append(u.plain, req.URL.Host)
+		u.auths = append(u.auths, req.Header.Get("Proxy-Authorization"))
 		u.mu.Unlock()
 		return req, nil
 	})
@@ -216,6 +228,24 @@ func (u *testUpstream) Plain() []string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return append([]string(nil), u.plain...)
+}
+
+// Users returns the username of every request it carried, in order.
+func (u *testUpstream) Users() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []string
+	for _, h := range u.auths {
+		user, _, _ := parseBasic(h)
+		out = append(out, user)
+	}
+	return out
+}
+
+// parseBasic splits a Basic Proxy-Authorization value.
+func parseBasic(h string) (user, pass string, ok bool) {
+	r := &http.Request{Header: http.Header{"Authorization": {h}}}
+	return r.BasicAuth()
 }
 
 func (u *testUpstream) carried() int { return len(u.Connects()) + len(u.Plain()) }

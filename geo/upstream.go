@@ -3,6 +3,7 @@ package geo
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -75,10 +76,13 @@ type upstream struct {
 	checking bool
 
 	// credential, guarded by cmu. For http/https it holds the whole
-	// Proxy-Authorization value ("Basic ..."), for socks5 the password.
-	cmu     sync.RWMutex
-	cred    *memguard.LockedBuffer
-	retired bool
+	// Proxy-Authorization value ("Basic ..."), for socks5 and for a
+	// username with {session} (templated) the password.
+	cmu       sync.RWMutex
+	cred      *memguard.LockedBuffer
+	retired   bool
+	templated bool
+	healthID  string // {session} of health checks, which belong to no session
 
 	conns connPool        // http/https: idle connections for plain HTTP
 	tr    *http.Transport // socks5: plain HTTP through tunnels to the targets
@@ -96,6 +100,15 @@ func newUpstream(r *Router, pool string, index int, cfg UpstreamConfig) (*upstre
 		return nil, fmt.Errorf("geo pool %q upstream %d: %w", pool, index, err)
 	}
 	u := &upstream{r: r, pool: pool, index: index, cfg: cfg, p: p}
+	if templated(cfg.Username) {
+		if p.scheme == schemeSOCKS5 {
+			return nil, fmt.Errorf("geo pool %q upstream %d: username: %s is supported on http and https upstreams only", pool, index, SessionPlaceholder)
+		}
+		u.templated = true
+		if u.healthID, err = newSessionID(); err != nil {
+			return nil, fmt.Errorf("geo pool %q upstream %d: %w", pool, index, err)
+		}
+	}
 	u.up.Store(true) // assumed up until a check or a connection says otherwise
 	if p.scheme == schemeSOCKS5 {
 		u.tr = u.newTransport()
@@ -123,7 +136,10 @@ func (u *upstream) fail(kind failKind, what string, err error) *attemptError {
 // ---- credentials ----
 
 // withCred calls fn with the credential bytes (nil when the upstream needs
-// none). fn must copy what it needs and not keep b.
+// none). fn must copy what it needs and not keep b. A templated username
+// is expanded with the geo session of ctx (see withSession); the
+// Proxy-Authorization value is then built for this call in a buffer wiped
+// when fn returns.
 func (u *upstream) withCred(ctx context.Context, fn func(b []byte)) error {
 	if u.cfg.Username == "" {
 		fn(nil)
@@ -132,6 +148,17 @@ func (u *upstream) withCred(ctx context.Context, fn func(b []byte)) error {
 	for range 2 {
 		u.cmu.RLock()
 		if u.cred != nil {
+			if u.templated {
+				id := sessionFrom(ctx)
+				if id == "" {
+					id = u.healthID
+				}
+				b := basicAuth(expandUsername(u.cfg.Username, id), u.cred.Bytes())
+				u.cmu.RUnlock()
+				fn(b)
+				memguard.WipeBytes(b)
+				return nil
+			}
 			fn(u.cred.Bytes())
 			u.cmu.RUnlock()
 			return nil
@@ -146,6 +173,22 @@ func (u *upstream) withCred(ctx context.Context, fn func(b []byte)) error {
 		}
 	}
 	return u.fail(failAuth, "credential unavailable", nil)
+}
+
+// basicAuth returns "Basic " and the base64 of user:pw in a new slice that
+// the caller wipes; the plain user:pw is wiped before it returns.
+func basicAuth(user string, pw []byte) []byte {
+	n := len(user) + 1 + len(pw)
+	plain := make([]byte, n)
+	copy(plain, user)
+	plain[len(user)] = ':'
+	copy(plain[len(user)+1:], pw)
+	const prefix = "Basic "
+	b := make([]byte, len(prefix)+base64.StdEncoding.EncodedLen(n))
+	copy(b, prefix)
+	base64.StdEncoding.Encode(b[len(prefix):], plain)
+	memguard.WipeBytes(plain)
+	return b
 }
 
 func (u *upstream) loadCred(ctx context.Context) error {
@@ -168,8 +211,8 @@ func (u *upstream) loadCred(ctx context.Context) error {
 	if !pw.IsAlive() || pw.Size() == 0 {
 		return u.fail(failAuth, "password_secret is empty", nil)
 	}
-	if u.p.scheme == schemeSOCKS5 {
-		if pw.Size() > 255 {
+	if u.p.scheme == schemeSOCKS5 || u.templated {
+		if u.p.scheme == schemeSOCKS5 && pw.Size() > 255 {
 			return u.fail(failAuth, "password longer than SOCKS5 allows (255 bytes)", nil)
 		}
 		b := memguard.NewBuffer(pw.Size())
@@ -178,19 +221,40 @@ func (u *upstream) loadCred(ctx context.Context) error {
 		u.cred = b
 		return nil
 	}
-	n := len(u.cfg.Username) + 1 + pw.Size()
-	plain := make([]byte, n)
-	copy(plain, u.cfg.Username)
-	plain[len(u.cfg.Username)] = ':'
-	copy(plain[len(u.cfg.Username)+1:], pw.Bytes())
-	const prefix = "Basic "
-	b := memguard.NewBuffer(len(prefix) + base64.StdEncoding.EncodedLen(n))
-	b.Copy([]byte(prefix))
-	base64.StdEncoding.Encode(b.Bytes()[len(prefix):], plain)
-	memguard.WipeBytes(plain)
+	v := basicAuth(u.cfg.Username, pw.Bytes())
+	b := memguard.NewBuffer(len(v))
+	b.Move(v) // wipes v
 	b.Freeze()
 	u.cred = b
 	return nil
+}
+
+// sessionKey carries a geo session's id in a context (withSession).
+type sessionKey struct{}
+
+// withSession returns ctx carrying the geo session id that expands a
+// templated username.
+func withSession(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, sessionKey{}, id)
+}
+
+func sessionFrom(ctx context.Context) string {
+	id, _ := ctx.Value(sessionKey{}).(string)
+	return id
+}
+
+// newSessionID returns SessionIDLen random lowercase letters and digits.
+func newSessionID() (string, error) {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	var raw [SessionIDLen]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("session id: %w", err)
+	}
+	var id [SessionIDLen]byte
+	for i, r := range raw {
+		id[i] = alphabet[int(r)%len(alphabet)] // 256 % 36: a slight bias, harmless for an id
+	}
+	return string(id[:]), nil
 }
 
 // dropCred destroys the cached credential (after a 407, or on retirement).
