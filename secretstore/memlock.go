@@ -31,6 +31,11 @@ func newLocked(size int) (*memguard.LockedBuffer, error) {
 	return memguard.NewBuffer(size), nil
 }
 
+// NewLocked allocates a LockedBuffer of size bytes for a value derived
+// from a secret (a TOTP code), failing with ErrMemlock instead of letting
+// memguard panic when the process is close to its RLIMIT_MEMLOCK.
+func NewLocked(size int) (*memguard.LockedBuffer, error) { return newLocked(size) }
+
 // openEnclave opens an enclave into a LockedBuffer after checking the mlock headroom.
 func openEnclave(e *memguard.Enclave) (*memguard.LockedBuffer, error) {
 	if err := checkMemlock(e.Size()); err != nil {
