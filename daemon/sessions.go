@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/awnumar/memguard"
+
 	"github.com/cdpvault/cdpvault/api"
 	"github.com/cdpvault/cdpvault/browser"
 	"github.com/cdpvault/cdpvault/cdpproxy"
@@ -23,6 +25,7 @@ import (
 	"github.com/cdpvault/cdpvault/inject"
 	"github.com/cdpvault/cdpvault/scrub"
 	"github.com/cdpvault/cdpvault/secretstore"
+	"github.com/cdpvault/cdpvault/totp"
 )
 
 // session is one daemon session: its browser, its geo forwarder and its
@@ -431,7 +434,32 @@ func browserID(ctx context.Context, upstream string) (string, error) {
 }
 
 // tenantVault resolves secrets for injection within one tenant.
-type tenantVault struct{ t *secretstore.Tenant }
+type tenantVault struct {
+	t     *secretstore.Tenant
+	clock func() time.Time // nil: time.Now
+}
+
+func (v tenantVault) now() time.Time {
+	if v.clock != nil {
+		return v.clock()
+	}
+	return time.Now()
+}
+
+// totpCode derives the code of time t from the seed in seed, into a new
+// LockedBuffer (headroom-checked) that the caller destroys.
+func totpCode(seed *memguard.LockedBuffer, t time.Time) (*memguard.LockedBuffer, error) {
+	code, err := secretstore.NewLocked(totp.Digits)
+	if err != nil {
+		return nil, fmt.Errorf("totp code: %w", err)
+	}
+	if err := totp.Code(code.Bytes(), seed.Bytes(), t); err != nil {
+		code.Destroy()
+		return nil, err
+	}
+	code.Freeze()
+	return code, nil
+}
 
 // Origins implements inject.Lister: metadata only, nothing decrypted.
 func (v tenantVault) Origins(ctx context.Context, name string) ([]string, int, error) {
@@ -457,10 +485,13 @@ func (v tenantVault) Resolve(ctx context.Context, name string) (inject.Secret, e
 		return inject.Secret{}, vaultErr(name, "reveal", err)
 	}
 	if meta.Kind == secretstore.KindTOTP {
-		// A TOTP seed is not what a page wants typed, and codes are not
-		// generated in this version: refuse rather than type the seed.
+		// The page gets the current code, never the seed.
+		code, err := totpCode(buf, v.now())
 		buf.Destroy()
-		return inject.Secret{}, fmt.Errorf("secret %s is a totp seed; code generation is not supported", name)
+		if err != nil {
+			return inject.Secret{}, fmt.Errorf("secret %s: %w", name, err)
+		}
+		buf = code
 	}
 	return inject.Secret{Value: buf, Origins: meta.Origins, Version: meta.Version}, nil
 }

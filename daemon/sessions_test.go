@@ -44,12 +44,23 @@ func TestTenantVaultResolves(t *testing.T) {
 	if _, err := v.Resolve(ctx, "missing"); !errors.Is(err, inject.ErrUnknownSecret) {
 		t.Fatalf("missing secret: %v", err)
 	}
-	// A TOTP seed is never typed into a page.
-	if sec, err := v.Resolve(ctx, "otp"); err == nil || errors.Is(err, inject.ErrUnknownSecret) {
-		if sec.Value != nil {
-			sec.Value.Destroy()
+	// A TOTP seed is never typed into a page: its current code is. Expected
+	// codes computed independently (Python's hmac and base64 modules) for
+	// seed JBSWY3DPEHPK3PXP at those times.
+	for _, c := range []struct {
+		at   int64
+		want string
+	}{{59, "996554"}, {1111111109, "071271"}, {1700000000, "324550"}} {
+		v.clock = func() time.Time { return time.Unix(c.at, 0) }
+		sec, err := v.Resolve(ctx, "otp")
+		if err != nil {
+			t.Fatalf("resolve otp: %v", err)
 		}
-		t.Fatalf("totp seed resolved for typing: %v", err)
+		got := string(sec.Value.Bytes())
+		sec.Value.Destroy()
+		if got != c.want || sec.Version != 1 || len(sec.Origins) != 1 {
+			t.Fatalf("otp at %d: %q (version %d, origins %v), want code %s", c.at, got, sec.Version, sec.Origins, c.want)
+		}
 	}
 }
 
