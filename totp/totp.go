@@ -3,8 +3,8 @@
 // base32 seed held in a memguard buffer, for secrets of kind totp: the
 // page gets the current code, never the seed.
 //
-// It owns only that derivation. The seed is decoded into a wiped scratch
-// slice; HMAC is computed here over the SHA-1 primitive rather than with
+// It owns only that derivation. The seed is decoded by hand into a wiped
+// scratch slice (encoding/base32 keeps an unwiped copy of its input); HMAC is computed here over the SHA-1 primitive rather than with
 // crypto/hmac, whose hash keeps the key XORed with its pads (which is as
 // good as the key) in heap memory nobody wipes. The code is written
 // straight into the caller's buffer (a LockedBuffer's): neither seed nor
@@ -13,7 +13,6 @@ package totp
 
 import (
 	"crypto/sha1"
-	"encoding/base32"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -43,7 +42,7 @@ func Code(dst, seed []byte, t time.Time) error {
 		return err
 	}
 	v := hotp(key, uint64(t.Unix())/uint64(Step/time.Second))
-	memguard.WipeBytes(key)
+	memguard.WipeBytes(key[:cap(key)])
 	for i := Digits - 1; i >= 0; i-- {
 		dst[i] = byte('0' + v%10)
 		v /= 10
@@ -51,28 +50,57 @@ func Code(dst, seed []byte, t time.Time) error {
 	return nil
 }
 
-// decodeSeed returns the key bytes of a base32 seed in a slice the caller
-// wipes; every scratch copy is wiped before it returns.
+// decodeSeed returns the key bytes of a base32 seed (RFC 4648 alphabet,
+// any case, spaces, trailing padding) in a slice the caller wipes (all of
+// its capacity). It decodes by hand: encoding/base32 copies its input into
+// a buffer of its own that nobody wipes.
 func decodeSeed(seed []byte) ([]byte, error) {
-	norm := make([]byte, 0, len(seed))
-	defer func() { memguard.WipeBytes(norm[:cap(norm)]) }()
-	for _, c := range seed {
-		switch {
-		case c == ' ' || c == '=':
-		case c >= 'a' && c <= 'z':
-			norm = append(norm, c-'a'+'A')
-		default:
-			norm = append(norm, c)
-		}
-	}
-	enc := base32.StdEncoding.WithPadding(base32.NoPadding)
-	key := make([]byte, enc.DecodedLen(len(norm)))
-	n, err := enc.Decode(key, norm)
-	if err != nil || n == 0 {
-		memguard.WipeBytes(key)
+	key := make([]byte, 0, len(seed)*5/8+1) // never grows: no copy left behind
+	fail := func() ([]byte, error) {
+		memguard.WipeBytes(key[:cap(key)])
 		return nil, ErrSeed
 	}
-	return key[:n], nil
+	var acc uint32
+	bits, symbols, padded := 0, 0, false
+	for _, c := range seed {
+		var v byte
+		switch {
+		case c == ' ':
+			continue
+		case c == '=':
+			padded = true
+			continue
+		case padded:
+			acc = 0
+			return fail() // data after padding
+		case c >= 'A' && c <= 'Z':
+			v = c - 'A'
+		case c >= 'a' && c <= 'z':
+			v = c - 'a'
+		case c >= '2' && c <= '7':
+			v = c - '2' + 26
+		default:
+			acc = 0
+			return fail()
+		}
+		acc = acc<<5 | uint32(v)
+		bits += 5
+		symbols++
+		if bits >= 8 {
+			bits -= 8
+			key = append(key, byte(acc>>bits))
+			acc &= 1<<bits - 1
+		}
+	}
+	acc = 0
+	switch symbols % 8 {
+	case 1, 3, 6: // no whole number of bytes ends there
+		return fail()
+	}
+	if len(key) == 0 {
+		return fail()
+	}
+	return key, nil
 }
 
 // hotp is RFC 4226's HOTP value (before the decimal digits are taken) of

@@ -113,3 +113,54 @@ func TestCodeChangesEveryStep(t *testing.T) {
 		t.Fatalf("codes %s %s %s: want the first two equal and the third different", a, b, c)
 	}
 }
+
+// TestDecodeSeedMatchesBase32: the hand decoder gives encoding/base32's
+// bytes for keys of every length, padded or not, in any case and spacing,
+// and refuses what is not base32 (bad symbols, data after padding, lengths
+// no whole byte count ends at).
+func TestDecodeSeedMatchesBase32(t *testing.T) {
+	for n := 1; n <= 70; n++ {
+		key := make([]byte, n)
+		rand.Read(key)
+		enc := base32.StdEncoding.EncodeToString(key)
+		for _, form := range []string{enc, strings.TrimRight(enc, "="), strings.ToLower(enc), spaced(enc)} {
+			got, err := decodeSeed([]byte(form))
+			if err != nil || string(got) != string(key) {
+				t.Fatalf("%d bytes as %q: %x, %v; want %x", n, form, got, err, key)
+			}
+		}
+	}
+	for _, bad := range []string{"A", "ABC", "ABCDEF", "ABCDEFGHA", "AB=CD", "MZXW6YTBOI1", "MZXW6YTB0", "ÄBCDEFGH"} {
+		if k, err := decodeSeed([]byte(bad)); !errors.Is(err, ErrSeed) {
+			t.Errorf("%q decoded to %x", bad, k)
+		}
+	}
+}
+
+func spaced(s string) string {
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && i%4 == 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// TestDecodeSeedMakesNoOtherCopy: decoding allocates the key and nothing
+// else, so no unwiped copy of the seed is left on the heap (as
+// encoding/base32's Decode leaves one).
+func TestDecodeSeedMakesNoOtherCopy(t *testing.T) {
+	seed := []byte(strings.Repeat("GEZDGNBVGY3TQOJQ", 4))
+	allocs := testing.AllocsPerRun(100, func() {
+		k, err := decodeSeed(seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clear(k[:cap(k)])
+	})
+	if allocs != 1 {
+		t.Fatalf("decodeSeed allocates %v times, want 1 (the key)", allocs)
+	}
+}
