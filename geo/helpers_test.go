@@ -125,6 +125,7 @@ type testUpstream struct {
 	authOK   func(proxyAuthorization string) bool // nil: no authentication
 	mu       sync.Mutex
 	auths    []string // Proxy-Authorization of every request it carried
+	remotes  []string // and the client address of its connection
 	connects []string // CONNECT targets, as received
 	connHdrs []http.Header
 	plain    []string // plain request hosts, as received
@@ -183,6 +184,7 @@ func newTestUpstreamAuth(t testing.TB, name string, authOK func(string) bool, us
 		u.connects = append(u.connects, host)
 		u.connHdrs = append(u.connHdrs, ctx.Req.Header.Clone())
 		u.auths = append(u.auths, ctx.Req.Header.Get("Proxy-Authorization"))
+		u.remotes = append(u.remotes, ctx.Req.RemoteAddr)
 		u.mu.Unlock()
 		return goproxy.OkConnect, host
 	})
@@ -196,6 +198,7 @@ func newTestUpstreamAuth(t testing.TB, name string, authOK func(string) bool, us
 		u.mu.Lock()
 		u.plain = append(u.plain, req.URL.Host)
 		u.auths = append(u.auths, req.Header.Get("Proxy-Authorization"))
+		u.remotes = append(u.remotes, req.RemoteAddr)
 		u.mu.Unlock()
 		return req, nil
 	})
@@ -240,6 +243,14 @@ func (u *testUpstream) Users() []string {
 		out = append(out, user)
 	}
 	return out
+}
+
+// Remotes returns the client address of the connection of every request
+// it carried, in order (as Users).
+func (u *testUpstream) Remotes() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]string(nil), u.remotes...)
 }
 
 // parseBasic splits a Basic Proxy-Authorization value.

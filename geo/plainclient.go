@@ -46,6 +46,11 @@ type pconn struct {
 	c      net.Conn // raw (or TLS over raw) with the idle timeout
 	br     *bufio.Reader
 	reused bool
+	// session: the geo session whose id the upstream's templated username
+	// carried on this connection ("" when the username is fixed); only
+	// that session's requests reuse it, so two sessions never share a
+	// connection to a gateway that pins the exit per connection.
+	session string
 
 	// guarded by u.conns.mu while pooled
 	idleAt time.Time
@@ -64,8 +69,9 @@ type connPool struct {
 // getConn returns an idle connection to u that still looks alive, or a new
 // one (always a new one when fresh).
 func (u *upstream) getConn(ctx context.Context, fresh bool) (*pconn, error) {
+	session := u.sessionOf(ctx)
 	for !fresh {
-		pc := u.popIdle()
+		pc := u.popIdle(session)
 		if pc == nil {
 			break
 		}
@@ -83,25 +89,31 @@ func (u *upstream) getConn(ctx context.Context, fresh bool) (*pconn, error) {
 	if tc, ok := c.(*tls.Conn); ok {
 		raw = tc.NetConn()
 	}
-	pc := &pconn{u: u, raw: raw, c: newIdleConn(c, u.r.opts.IdleTimeout)}
+	pc := &pconn{u: u, raw: raw, c: newIdleConn(c, u.r.opts.IdleTimeout), session: session}
 	pc.br = bufio.NewReaderSize(pc.c, 4096)
 	return pc, nil
 }
 
-func (u *upstream) popIdle() *pconn {
+// popIdle takes the most recently used idle connection of session (see
+// pconn.session), closing the expired ones it passes.
+func (u *upstream) popIdle(session string) *pconn {
 	p := &u.conns
 	idle := u.r.opts.IdleTimeout
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for n := len(p.idle); n > 0; n = len(p.idle) {
-		pc := p.idle[n-1]
-		p.idle[n-1] = nil
-		p.idle = p.idle[:n-1]
-		pc.timer.Stop()
-		if time.Since(pc.idleAt) < idle {
-			return pc
+	for i := len(p.idle) - 1; i >= 0; i-- {
+		pc := p.idle[i]
+		expired := time.Since(pc.idleAt) >= idle
+		if !expired && pc.session != session {
+			continue
 		}
-		pc.close()
+		p.idle = slices.Delete(p.idle, i, i+1)
+		pc.timer.Stop()
+		if expired {
+			pc.close()
+			continue
+		}
+		return pc
 	}
 	return nil
 }

@@ -149,11 +149,7 @@ func (u *upstream) withCred(ctx context.Context, fn func(b []byte)) error {
 		u.cmu.RLock()
 		if u.cred != nil {
 			if u.templated {
-				id := sessionFrom(ctx)
-				if id == "" {
-					id = u.healthID
-				}
-				b := basicAuth(expandUsername(u.cfg.Username, id), u.cred.Bytes())
+				b := basicAuth(expandUsername(u.cfg.Username, u.sessionOf(ctx)), u.cred.Bytes())
 				u.cmu.RUnlock()
 				fn(b)
 				memguard.WipeBytes(b)
@@ -241,6 +237,19 @@ func withSession(ctx context.Context, id string) context.Context {
 func sessionFrom(ctx context.Context) string {
 	id, _ := ctx.Value(sessionKey{}).(string)
 	return id
+}
+
+// sessionOf is the id that expands u's templated username for a request
+// with ctx: the geo session's, or the health checks' own when ctx has none
+// ("" when u's username is fixed).
+func (u *upstream) sessionOf(ctx context.Context) string {
+	if !u.templated {
+		return ""
+	}
+	if id := sessionFrom(ctx); id != "" {
+		return id
+	}
+	return u.healthID
 }
 
 // newSessionID returns SessionIDLen random lowercase letters and digits.

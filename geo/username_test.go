@@ -13,7 +13,9 @@ import (
 // with the geo session's id: the same id on every request of a session,
 // plain HTTP and CONNECT alike, another id for another session, and one of
 // its own for health checks, which belong to no session. The password is
-// the vault's, as for a fixed username.
+// the vault's, as for a fixed username. A kept-alive connection to the
+// upstream serves one session only: gateways may pin the exit per
+// connection.
 func TestSessionUsernameTemplate(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, false)
@@ -68,5 +70,14 @@ func TestSessionUsernameTemplate(t *testing.T) {
 	}
 	if slices.Contains(users, "cust-7-cc-de-session-{session}") {
 		t.Fatal("the placeholder went out unexpanded")
+	}
+	// requests 0 and 1: session 1's plain GETs, one kept-alive connection;
+	// request 3: session 2's plain GET, which must not reuse it.
+	remotes := u1.Remotes()
+	if remotes[0] != remotes[1] {
+		t.Errorf("session 1's plain requests came from %s and %s, want one kept-alive connection", remotes[0], remotes[1])
+	}
+	if remotes[3] == remotes[0] {
+		t.Errorf("session 2's request reused session 1's upstream connection %s", remotes[0])
 	}
 }
