@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -201,7 +202,7 @@ func (c *indexCache) refresh(ctx context.Context, ti *tenantIndex) error {
 	b := redact.NewBuilder()
 	defer b.Destroy()
 	if err := ti.t.RevealAll(ctx, func(m secretstore.Meta, v *memguard.LockedBuffer) error {
-		return b.Add(m.Name, v.Bytes())
+		return addScrubForms(b, m, v.Bytes())
 	}); err != nil {
 		return fmt.Errorf("load secrets: %w", err)
 	}
@@ -231,6 +232,55 @@ func (c *indexCache) refresh(ctx context.Context, ti *tenantIndex) error {
 	ti.mu.Unlock()
 	if old != nil {
 		old.Destroy()
+	}
+	return nil
+}
+
+// addScrubForms adds secret m's value v to b, and for a TOTP seed the
+// other ways sites print the same seed: without spaces or padding, and in
+// groups of four, each in upper and in lower case (the store keeps the
+// seed as the operator typed it; a 2FA settings page may show it another
+// way). Forms shorter than redact.MinValueLen are left out; every scratch
+// copy is wiped.
+func addScrubForms(b *redact.Builder, m secretstore.Meta, v []byte) error {
+	if err := b.Add(m.Name, v); err != nil {
+		return err
+	}
+	if m.Kind != secretstore.KindTOTP {
+		return nil
+	}
+	compact := make([]byte, 0, len(v))
+	for _, c := range v {
+		if c != ' ' && c != '=' {
+			compact = append(compact, c)
+		}
+	}
+	grouped := make([]byte, 0, len(compact)+len(compact)/4)
+	for i, c := range compact {
+		if i > 0 && i%4 == 0 {
+			grouped = append(grouped, ' ')
+		}
+		grouped = append(grouped, c)
+	}
+	defer memguard.WipeBytes(compact[:cap(compact)])
+	defer memguard.WipeBytes(grouped[:cap(grouped)])
+	for _, form := range [][]byte{compact, grouped} {
+		for _, upper := range []bool{true, false} {
+			for i, c := range form {
+				switch {
+				case upper && c >= 'a' && c <= 'z':
+					form[i] = c - 'a' + 'A'
+				case !upper && c >= 'A' && c <= 'Z':
+					form[i] = c - 'A' + 'a'
+				}
+			}
+			if len(form) < redact.MinValueLen || bytes.Equal(form, v) {
+				continue
+			}
+			if err := b.Add(m.Name, form); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -270,7 +320,7 @@ func (c *indexCache) refreshLog(ctx context.Context, force bool) error {
 	defer b.Destroy()
 	for _, t := range handles {
 		if err := t.RevealAll(ctx, func(m secretstore.Meta, v *memguard.LockedBuffer) error {
-			return b.Add(m.Name, v.Bytes())
+			return addScrubForms(b, m, v.Bytes())
 		}); err != nil {
 			return fmt.Errorf("load secrets: %w", err)
 		}
