@@ -266,14 +266,7 @@ func addScrubForms(b *redact.Builder, m secretstore.Meta, v []byte) error {
 	defer memguard.WipeBytes(grouped[:cap(grouped)])
 	for _, form := range [][]byte{compact, grouped} {
 		for _, upper := range []bool{true, false} {
-			for i, c := range form {
-				switch {
-				case upper && c >= 'a' && c <= 'z':
-					form[i] = c - 'a' + 'A'
-				case !upper && c >= 'A' && c <= 'Z':
-					form[i] = c - 'A' + 'a'
-				}
-			}
+			setASCIICase(form, upper)
 			if len(form) < redact.MinValueLen || bytes.Equal(form, v) {
 				continue
 			}
@@ -283,6 +276,19 @@ func addScrubForms(b *redact.Builder, m secretstore.Meta, v []byte) error {
 		}
 	}
 	return nil
+}
+
+// setASCIICase upper- or lower-cases the ASCII letters of b in place
+// (bytes.ToUpper would leave an unwiped copy).
+func setASCIICase(b []byte, upper bool) {
+	for i, c := range b {
+		switch {
+		case upper && c >= 'a' && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		case !upper && c >= 'A' && c <= 'Z':
+			b[i] = c - 'A' + 'a'
+		}
+	}
 }
 
 // logIndex is the index the log handler scrubs with.
