@@ -5,12 +5,16 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/awnumar/memguard"
 
 	"github.com/cdpvault/cdpvault/api"
 	"github.com/cdpvault/cdpvault/inject"
 	"github.com/cdpvault/cdpvault/secretstore"
+	"github.com/cdpvault/cdpvault/totp"
 )
 
 func TestTenantVaultResolves(t *testing.T) {
@@ -122,5 +126,20 @@ func TestCreateRefusals(t *testing.T) {
 	check("delete absent", m.Delete(tn, "s_absent"), 404, "not_found")
 	if got := m.List(tn, "http://x"); len(got) != 0 {
 		t.Errorf("tenant lists another tenant's session: %+v", got)
+	}
+}
+
+// totpCode's refusal: a seed that is not base32 (the store refuses one at
+// put, so only a damaged row could hold it) is an error that quotes none of
+// it, and no code comes back.
+func TestTOTPCodeRefusesBadSeed(t *testing.T) {
+	seed := memguard.NewBufferFromBytes([]byte("not-base32-seed!"))
+	defer seed.Destroy()
+	code, err := totpCode(seed, time.Unix(59, 0))
+	if !errors.Is(err, totp.ErrSeed) || code != nil {
+		t.Fatalf("bad seed: %v, %v", code, err)
+	}
+	if strings.Contains(err.Error(), "base32-seed") {
+		t.Fatalf("the error quotes the seed: %v", err)
 	}
 }
