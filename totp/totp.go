@@ -25,6 +25,8 @@ import (
 const (
 	Digits = 6
 	Step   = 30 * time.Second
+
+	modulus = 1_000_000 // 10^Digits
 )
 
 // ErrSeed: the seed is not base32 (its bytes are never quoted).
@@ -56,11 +58,12 @@ func Code(dst, seed []byte, t time.Time) error {
 // a buffer of its own that nobody wipes.
 func decodeSeed(seed []byte) ([]byte, error) {
 	key := make([]byte, 0, len(seed)*5/8+1) // never grows: no copy left behind
+	var acc uint32                          // the bits not yet in key
 	fail := func() ([]byte, error) {
+		acc = 0
 		memguard.WipeBytes(key[:cap(key)])
 		return nil, ErrSeed
 	}
-	var acc uint32
 	bits, symbols, padded := 0, 0, false
 	for _, c := range seed {
 		var v byte
@@ -71,7 +74,6 @@ func decodeSeed(seed []byte) ([]byte, error) {
 			padded = true
 			continue
 		case padded:
-			acc = 0
 			return fail() // data after padding
 		case c >= 'A' && c <= 'Z':
 			v = c - 'A'
@@ -80,7 +82,6 @@ func decodeSeed(seed []byte) ([]byte, error) {
 		case c >= '2' && c <= '7':
 			v = c - '2' + 26
 		default:
-			acc = 0
 			return fail()
 		}
 		acc = acc<<5 | uint32(v)
@@ -103,9 +104,9 @@ func decodeSeed(seed []byte) ([]byte, error) {
 	return key, nil
 }
 
-// hotp is RFC 4226's HOTP value (before the decimal digits are taken) of
-// counter under key: HMAC-SHA1 built from sha1 with pads in wiped arrays,
-// and the hash states reset once read.
+// hotp is RFC 4226's HOTP value of counter under key, reduced to Digits
+// decimal digits: HMAC-SHA1 built from sha1 with pads in wiped arrays, and
+// the hash states reset once read.
 func hotp(key []byte, counter uint64) uint32 {
 	const block = 64
 	var k, pad [block]byte
@@ -142,9 +143,5 @@ func hotp(key []byte, counter uint64) uint32 {
 	clear(pad[:])
 	clear(inner[:])
 	clear(outer[:])
-	mod := uint32(1)
-	for range Digits {
-		mod *= 10
-	}
-	return v % mod
+	return v % modulus
 }
