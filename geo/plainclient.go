@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/awnumar/memguard"
+	"golang.org/x/net/http/httpguts"
 )
 
 // The plain-HTTP client of http:// and https:// upstreams: a small HTTP/1.1
@@ -220,21 +221,21 @@ func wipeHead(b *[]byte) {
 // checkPlainRequest refuses, before any upstream is tried, a request whose
 // head could not be written safely, and upgrades other than websocket.
 func checkPlainRequest(req *http.Request) error {
-	if !validHeaderName(req.Method) || (req.Host != "" && !validURIPart(req.Host)) || !validURIPart(req.URL.Host) || !validURIPart(req.URL.RequestURI()) {
+	if !httpguts.ValidHeaderFieldName(req.Method) || (req.Host != "" && !validURIPart(req.Host)) || !validURIPart(req.URL.Host) || !validURIPart(req.URL.RequestURI()) {
 		return errors.New("invalid request line")
 	}
 	for k, vs := range req.Header {
-		if !validHeaderName(k) {
+		if !httpguts.ValidHeaderFieldName(k) {
 			return errors.New("invalid request header")
 		}
 		for _, v := range vs {
-			if !validHeaderValue(v) {
+			if !httpguts.ValidHeaderFieldValue(v) {
 				return errors.New("invalid request header")
 			}
 		}
 	}
 	up := req.Header.Get("Upgrade")
-	if up != "" && connectionListed(req.Header["Connection"], "Upgrade") && !strings.EqualFold(up, "websocket") {
+	if up != "" && httpguts.HeaderValuesContainsToken(req.Header["Connection"], "Upgrade") && !strings.EqualFold(up, "websocket") {
 		return errUpgradeRefused
 	}
 	return nil
@@ -250,7 +251,7 @@ func (u *upstream) requestHead(ctx context.Context, req *http.Request, body *onc
 	}
 	conn := req.Header["Connection"]
 	upgrade := ""
-	if connectionListed(conn, "Upgrade") {
+	if httpguts.HeaderValuesContainsToken(conn, "Upgrade") {
 		upgrade = req.Header.Get("Upgrade")
 	}
 	bp := headPool.Get().(*[]byte)
@@ -263,7 +264,7 @@ func (u *upstream) requestHead(ctx context.Context, req *http.Request, body *onc
 	b = append(b, host...)
 	b = append(b, "\r\n"...)
 	for k, vs := range req.Header {
-		if hopHeader(k) || connectionListed(conn, k) {
+		if hopHeader(k) || httpguts.HeaderValuesContainsToken(conn, k) {
 			continue
 		}
 		for _, v := range vs {
@@ -479,45 +480,6 @@ func connectionTokens(conn []string) iter.Seq[string] {
 			}
 		}
 	}
-}
-
-// connectionListed reports whether the Connection header values list k.
-func connectionListed(conn []string, k string) bool {
-	for tok := range connectionTokens(conn) {
-		if strings.EqualFold(tok, k) {
-			return true
-		}
-	}
-	return false
-}
-
-func isTokenChar(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
-}
-
-func validHeaderName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		if !isTokenChar(k[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; (c < ' ' && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // validURIPart: no byte that could end or split the request line.
