@@ -207,19 +207,18 @@ func (u *upstream) loadCred(ctx context.Context) error {
 	if !pw.IsAlive() || pw.Size() == 0 {
 		return u.fail(failAuth, "password_secret is empty", nil)
 	}
-	if u.p.scheme == schemeSOCKS5 || u.templated {
-		if u.p.scheme == schemeSOCKS5 && pw.Size() > 255 {
-			return u.fail(failAuth, "password longer than SOCKS5 allows (255 bytes)", nil)
-		}
-		b := memguard.NewBuffer(pw.Size())
-		b.Copy(pw.Bytes())
-		b.Freeze()
-		u.cred = b
-		return nil
+	if u.p.scheme == schemeSOCKS5 && pw.Size() > 255 {
+		return u.fail(failAuth, "password longer than SOCKS5 allows (255 bytes)", nil)
 	}
-	v := basicAuth(u.cfg.Username, pw.Bytes())
-	b := memguard.NewBuffer(len(v))
-	b.Move(v) // wipes v
+	var b *memguard.LockedBuffer
+	if u.p.scheme == schemeSOCKS5 || u.templated {
+		b = memguard.NewBuffer(pw.Size()) // the password alone
+		b.Copy(pw.Bytes())
+	} else {
+		v := basicAuth(u.cfg.Username, pw.Bytes())
+		b = memguard.NewBuffer(len(v))
+		b.Move(v) // wipes v
+	}
 	b.Freeze()
 	u.cred = b
 	return nil
