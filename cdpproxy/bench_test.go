@@ -289,6 +289,20 @@ const (
 	nLegs
 )
 
+var legNames = [nLegs]string{"direct", "proxy", "relay", "naive"}
+
+// reportLegs reports each leg's figure as <leg>-<unit>, and the proxy's,
+// relay's and naive pass-through's over the direct one as <ratio>,
+// relay-<ratio> and naive-<ratio>.
+func reportLegs(b *testing.B, v [nLegs]float64, unit, ratio string) {
+	for l, name := range legNames {
+		b.ReportMetric(v[l], name+"-"+unit)
+	}
+	b.ReportMetric(v[legProxy]/v[legDirect], ratio)
+	b.ReportMetric(v[legRelay]/v[legDirect], "relay-"+ratio)
+	b.ReportMetric(v[legNaive]/v[legDirect], "naive-"+ratio)
+}
+
 // chromeLegPrefixes returns, for each leg, the ws:// prefix to which a
 // Chromium DevTools path (/devtools/browser/<id>, /devtools/page/<id>) is
 // appended; it starts the relay and the naive pass-through.
@@ -343,14 +357,11 @@ func BenchmarkChromeSmallRoundTrip(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	md, mp, mr, mn := median(ds[legDirect]), median(ds[legProxy]), median(ds[legRelay]), median(ds[legNaive])
-	b.ReportMetric(float64(md.Microseconds()), "direct-p50-us")
-	b.ReportMetric(float64(mp.Microseconds()), "proxy-p50-us")
-	b.ReportMetric(float64(mr.Microseconds()), "relay-p50-us")
-	b.ReportMetric(float64(mn.Microseconds()), "naive-p50-us")
-	b.ReportMetric(float64(mp)/float64(md), "p50-ratio")
-	b.ReportMetric(float64(mr)/float64(md), "relay-p50-ratio")
-	b.ReportMetric(float64(mn)/float64(md), "naive-p50-ratio")
+	var p50 [nLegs]float64
+	for l := range p50 {
+		p50[l] = float64(median(ds[l]).Nanoseconds()) / 1e3
+	}
+	reportLegs(b, p50, "p50-us", "p50-ratio")
 }
 
 // processCPU returns the user+system CPU time this process has used.
@@ -492,13 +503,7 @@ func BenchmarkChromeParallel8(b *testing.B) {
 	for l := range rate {
 		rate[l] = msgs / el[l].Seconds()
 	}
-	b.ReportMetric(rate[legDirect], "direct-rt/s")
-	b.ReportMetric(rate[legProxy], "proxy-rt/s")
-	b.ReportMetric(rate[legRelay], "relay-rt/s")
-	b.ReportMetric(rate[legNaive], "naive-rt/s")
-	b.ReportMetric(rate[legProxy]/rate[legDirect], "throughput-ratio")
-	b.ReportMetric(rate[legRelay]/rate[legDirect], "relay-throughput-ratio")
-	b.ReportMetric(rate[legNaive]/rate[legDirect], "naive-throughput-ratio")
+	reportLegs(b, rate, "rt/s", "throughput-ratio")
 	us1 := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 / msgs }
 	b.ReportMetric(us1(chrome[legDirect]), "chrome-direct-cpu-us/rt")
 	b.ReportMetric(us1(chrome[legProxy]), "chrome-proxied-cpu-us/rt")
@@ -552,13 +557,7 @@ func BenchmarkChromeLarge4MB(b *testing.B) {
 	for l := range rate {
 		rate[l] = float64(got[l]) / el[l].Seconds() / 1e6
 	}
-	b.ReportMetric(rate[legDirect], "direct-MB/s")
-	b.ReportMetric(rate[legProxy], "proxy-MB/s")
-	b.ReportMetric(rate[legRelay], "relay-MB/s")
-	b.ReportMetric(rate[legNaive], "naive-MB/s")
-	b.ReportMetric(rate[legProxy]/rate[legDirect], "throughput-ratio")
-	b.ReportMetric(rate[legRelay]/rate[legDirect], "relay-throughput-ratio")
-	b.ReportMetric(rate[legNaive]/rate[legDirect], "naive-throughput-ratio")
+	reportLegs(b, rate, "MB/s", "throughput-ratio")
 }
 
 // ---- against an in-process fake peer, to isolate the proxy ----
