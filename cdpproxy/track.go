@@ -303,6 +303,10 @@ func (t *tracker) putTarget(info TargetInfo) {
 	t.targets[info.TargetID] = info
 }
 
+// OriginOf is originOf, for interceptors that read a URL the proxy did not
+// track (Target.getTargets of their own).
+func OriginOf(url string) string { return originOf(url) }
+
 // originOf returns scheme://host[:port] (lower case) of a URL with a network
 // scheme, "" for opaque origins (about:, data:, ...). blob: URLs give their
 // inner origin. It allocates nothing but the result (no copy of the path or

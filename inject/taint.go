@@ -896,23 +896,9 @@ func relatedPages(ctx context.Context, c cdpproxy.Conn, r *taint) []string {
 		if ti.TargetID == r.targetID || ti.Type != "page" || !(ti.OpenerID == r.targetID && r.targetID != "" || ti.TargetID == opener) {
 			continue
 		}
-		if o := originOf(ti.URL); o == r.origin || o == "" || o == "null" {
+		if o := cdpproxy.OriginOf(ti.URL); o == r.origin || o == "" || o == "null" {
 			ids = append(ids, ti.TargetID)
 		}
 	}
 	return ids
-}
-
-// originOf returns scheme://host[:port] of an absolute http(s) URL, "" for
-// about:blank and the like.
-func originOf(u string) string {
-	i := strings.Index(u, "://")
-	if i < 0 {
-		return ""
-	}
-	rest := u[i+3:]
-	if j := strings.IndexAny(rest, "/?#"); j >= 0 {
-		rest = rest[:j]
-	}
-	return u[:i+3] + rest
 }
