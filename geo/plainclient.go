@@ -242,16 +242,17 @@ func checkPlainRequest(req *http.Request) error {
 }
 
 // requestHead builds req's head in absolute form, ending with u's
-// Proxy-Authorization. req passed checkPlainRequest. The caller must hand
-// the head to wipeHead.
+// Proxy-Authorization. req passed checkPlainRequest, and the headers its
+// Connection header named were dropped on arrival (dropConnectionListed),
+// so they are not looked up again here, per header and per attempt. The
+// caller must hand the head to wipeHead.
 func (u *upstream) requestHead(ctx context.Context, req *http.Request, body *onceBody) (*[]byte, error) {
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
 	}
-	conn := req.Header["Connection"]
 	upgrade := ""
-	if httpguts.HeaderValuesContainsToken(conn, "Upgrade") {
+	if httpguts.HeaderValuesContainsToken(req.Header["Connection"], "Upgrade") {
 		upgrade = req.Header.Get("Upgrade")
 	}
 	bp := headPool.Get().(*[]byte)
@@ -264,7 +265,7 @@ func (u *upstream) requestHead(ctx context.Context, req *http.Request, body *onc
 	b = append(b, host...)
 	b = append(b, "\r\n"...)
 	for k, vs := range req.Header {
-		if hopHeader(k) || httpguts.HeaderValuesContainsToken(conn, k) {
+		if hopHeader(k) {
 			continue
 		}
 		for _, v := range vs {
