@@ -326,6 +326,9 @@ func (f *Forwarder) roundTrip(req *http.Request, _ *goproxy.ProxyCtx) (*http.Res
 			stripProxyHeaders(resp.Header)
 			return resp, nil
 		}
+		if ctx.Err() != nil {
+			break // the browser gave up: no failure of u
+		}
 		f.failed(u, err, u.p.scheme != schemeSOCKS5)
 		var ae *attemptError
 		retry := errors.As(err, &ae) || idempotent(req.Method)

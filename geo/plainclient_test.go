@@ -469,7 +469,7 @@ func TestPlainRequestCancelled(t *testing.T) {
 		_, err = c.Read(make([]byte, 1)) // never answered: only a close ends this
 		closed <- err
 	}()
-	_, f := openPool(t, "http://"+ln.Addr().String())
+	e, f := openPool(t, "http://"+ln.Addr().String())
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", "http://acme.test/", nil)
 	done := make(chan error, 1)
@@ -488,6 +488,21 @@ func TestPlainRequestCancelled(t *testing.T) {
 	if err := <-closed; err != io.EOF {
 		t.Fatalf("upstream connection: %v, want EOF (closed by the forwarder)", err)
 	}
+	// The browser gave up; the upstream did nothing wrong. (Once the
+	// forwarder has dropped the browser's connection, its handler is done.)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		f.mu.Lock()
+		n := len(f.conns)
+		f.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the forwarder kept the browser's connection")
+		}
+	}
+	wantCounter(t, e, "failures", "de", 0, 0)
+	wantCounter(t, e, "up", "de", 0, 1)
 }
 
 // connAlive tells an idle connection from one the peer closed or wrote
