@@ -270,9 +270,12 @@ func stripProxyHeaders(h http.Header) {
 // dropConnectionListed deletes the headers the Connection header names:
 // they are for this hop only. "Upgrade" stays (a websocket handshake).
 func dropConnectionListed(h http.Header) {
-	for tok := range connectionTokens(h["Connection"]) {
-		if !strings.EqualFold(tok, "Upgrade") && !strings.EqualFold(tok, "Connection") {
-			h.Del(tok)
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = strings.TrimSpace(tok)
+			if tok != "" && !strings.EqualFold(tok, "Upgrade") && !strings.EqualFold(tok, "Connection") {
+				h.Del(tok)
+			}
 		}
 	}
 }

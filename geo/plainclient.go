@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"iter"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -468,19 +467,6 @@ func hopHeader(k string) bool {
 		return true
 	}
 	return false
-}
-
-// connectionTokens yields the names the Connection header values list.
-func connectionTokens(conn []string) iter.Seq[string] {
-	return func(yield func(string) bool) {
-		for _, v := range conn {
-			for tok := range strings.SplitSeq(v, ",") {
-				if tok = strings.TrimSpace(tok); tok != "" && !yield(tok) {
-					return
-				}
-			}
-		}
-	}
 }
 
 // validURIPart: no byte that could end or split the request line.
