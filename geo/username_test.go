@@ -81,3 +81,15 @@ func TestSessionUsernameTemplate(t *testing.T) {
 		t.Errorf("session 2's request reused session 1's upstream connection %s", remotes[0])
 	}
 }
+
+// newUpstream refuses {session} on a socks5 upstream by itself, fail
+// closed, for a config that did not go through ValidatePools.
+func TestNewUpstreamRefusesTemplatedSOCKS5(t *testing.T) {
+	t.Parallel()
+	pools, secrets := poolOf("http://127.0.0.1:1")
+	e := newEnv(t, pools, secrets, nil)
+	_, err := newUpstream(e.r, "de", 0, UpstreamConfig{URL: "socks5://127.0.0.1:1080", Username: "cust-{session}", PasswordSecret: "proxy_0"})
+	if err == nil || !strings.Contains(err.Error(), "supported on http and https upstreams only") {
+		t.Fatalf("templated socks5 upstream: %v, want refused", err)
+	}
+}
