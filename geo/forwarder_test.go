@@ -786,13 +786,8 @@ func TestPlainPOSTBodySurvivesFailover(t *testing.T) {
 	s := newSite(t, false)
 	u1 := newTestUpstream(t, "u1", user(1), pw(1), false)
 	_, f := openPool(t, deadURL(t, "http"), u1.URL())
-	resp, err := client(f, nil).Post(s.url("acme.test"), "text/plain", strings.NewReader("form=data&x=1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 || resp.Header.Get("X-Upstream") != "u1" {
-		t.Fatalf("POST: %d via %q", resp.StatusCode, resp.Header.Get("X-Upstream"))
+	if code, body, h := post(t, client(f, nil), s.url("acme.test"), strings.NewReader("form=data&x=1")); code != 200 || h.Get("X-Upstream") != "u1" {
+		t.Fatalf("POST: %d %q via %q", code, body, h.Get("X-Upstream"))
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

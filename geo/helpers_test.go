@@ -606,6 +606,18 @@ func get(t *testing.T, c *http.Client, u string) (int, string, http.Header) {
 	return resp.StatusCode, string(b), resp.Header
 }
 
+// post is get for a text/plain POST of body.
+func post(t *testing.T, c *http.Client, u string, body io.Reader) (int, string, http.Header) {
+	t.Helper()
+	resp, err := c.Post(u, "text/plain", body)
+	if err != nil {
+		return 0, err.Error(), nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
 func certPool(srv *httptest.Server) *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(srv.Certificate())

@@ -129,14 +129,8 @@ func TestPlainKeepAliveReusesUpstreamConnection(t *testing.T) {
 					t.Fatalf("GET %d: %d %q", i, code, body)
 				}
 			}
-			resp, err := c.Post(s.url("acme.test"), "text/plain", strings.NewReader("a=1"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				t.Fatalf("POST: %d", resp.StatusCode)
+			if code, body, _ := post(t, c, s.url("acme.test"), strings.NewReader("a=1")); code != 200 {
+				t.Fatalf("POST: %d %q", code, body)
 			}
 			if got := u0.accepts.Load(); got != 1 {
 				t.Fatalf("upstream accepted %d connections for 6 requests, want 1", got)
@@ -279,14 +273,8 @@ func TestPlainChunkedPOSTBody(t *testing.T) {
 		_, f := openPool(t, u0.URL())
 		c := client(f, nil)
 		// An io.MultiReader has no known length: the client sends it chunked.
-		resp, err := c.Post(s.url("acme.test"), "text/plain", io.MultiReader(strings.NewReader(big)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("POST: %d", resp.StatusCode)
+		if code, body, _ := post(t, c, s.url("acme.test"), io.MultiReader(strings.NewReader(big))); code != 200 {
+			t.Fatalf("POST: %d %.200q", code, body)
 		}
 		// And the connection is reused afterwards.
 		if code, _, _ := get(t, c, s.url("acme.test")); code != 200 {
