@@ -221,6 +221,9 @@ func (f *Forwarder) dialTunnel(ctx context.Context, target string) (net.Conn, er
 			f.succeeded(u)
 			return newIdleConn(c, f.r.opts.IdleTimeout), nil
 		}
+		if ctx.Err() != nil {
+			break // the browser gave up: no failure of u
+		}
 		f.failed(u, err, true)
 		var ae *attemptError
 		if errors.As(err, &ae) && ae.what == "invalid tunnel target" {
