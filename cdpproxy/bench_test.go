@@ -39,7 +39,7 @@ func dialBench(tb testing.TB, u string) *benchClient {
 	if err != nil {
 		tb.Fatalf("dial %s: %v", u, err)
 	}
-	c := &benchClient{conn: conn, fr: newFrameReader(conn, 64<<10, 1<<30, false), fw: &frameWriter{conn: conn, mask: true}}
+	c := &benchClient{conn: conn, fr: newFrameReader(conn, nil, 64<<10, 1<<30, false), fw: &frameWriter{conn: conn, mask: true}}
 	if br != nil {
 		b, _ := br.Peek(br.Buffered())
 		c.fr.preload(b)
@@ -594,7 +594,7 @@ func (fp *fastPeer) serve(conn net.Conn) {
 	if _, err := (ws.Upgrader{}).Upgrade(conn); err != nil {
 		return
 	}
-	fr := newFrameReader(conn, 16<<10, 1<<30, true)
+	fr := newFrameReader(conn, nil, 16<<10, 1<<30, true)
 	fw := &frameWriter{conn: conn}
 	events := map[int][]byte{}
 	var resp []byte

@@ -91,8 +91,8 @@ type frameReader struct {
 	lastBuf bool // last returned payload lives in buf
 }
 
-func newFrameReader(c net.Conn, size int, max int64, masked bool) *frameReader {
-	return &frameReader{conn: c, buf: make([]byte, size), max: max, masked: masked}
+func newFrameReader(c net.Conn, sys *sysIO, size int, max int64, masked bool) *frameReader {
+	return &frameReader{conn: c, sys: sys, buf: make([]byte, size), max: max, masked: masked}
 }
 
 // preload copies bytes that were buffered during the handshake.

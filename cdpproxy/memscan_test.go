@@ -209,7 +209,7 @@ func serveRawFake(conn net.Conn, m marker, addr string) {
 	if _, err := (ws.Upgrader{}).Upgrade(rw); err != nil {
 		return
 	}
-	fr := newFrameReader(conn, 16<<10, 1<<30, true)
+	fr := newFrameReader(conn, nil, 16<<10, 1<<30, true)
 	fw := &frameWriter{conn: conn}
 	defer fr.close()
 	send := func(b []byte) {
@@ -305,7 +305,7 @@ func TestNoPlaintextLeftInProcessMemory(t *testing.T) {
 	if br != nil {
 		ws.PutReader(br)
 	}
-	fr := newFrameReader(conn, 16<<10, 1<<30, false)
+	fr := newFrameReader(conn, nil, 16<<10, 1<<30, false)
 	fw := &frameWriter{conn: conn, mask: true}
 	cmds := [][]byte{
 		m.build(`{"id":1,"method":"Input.insertText","params":{"text":"`, "\x01C", `"},"sessionId":"S1"}`),

@@ -347,15 +347,14 @@ func (p *Proxy) serveWS(w http.ResponseWriter, r *http.Request, s *Session, toke
 	c := &proxyConn{
 		p: p, s: s, log: p.log,
 		client: cl, upstream: up,
-		cr:  newFrameReader(cl, clientReadBuf, p.o.MaxMessage, true),
-		br:  newFrameReader(up, browserReadBuf, p.o.MaxMessage, false),
+		cr:  newFrameReader(cl, csys, clientReadBuf, p.o.MaxMessage, true),
+		br:  newFrameReader(up, usys, browserReadBuf, p.o.MaxMessage, false),
 		cw:  &frameWriter{conn: cl, sys: csys},
 		bw:  &frameWriter{conn: up, sys: usys, mask: true},
 		tr:  tr,
 		ctx: ctx, cancel: cancel,
 		done: make(chan struct{}),
 	}
-	c.cr.sys, c.br.sys = csys, usys
 	c.evConn = eventConn{c}
 	c.nextCall.Store(callIDTop + 1)
 	if n := crw.Reader.Buffered(); n > 0 {
