@@ -87,6 +87,26 @@ func (e eventConn) Call(context.Context, string, string, any) (json.RawMessage, 
 	return nil, ErrCallInEvent
 }
 
+// Async implements Asyncer: the connection itself, whose Call works from
+// any goroutine but the one running Event.
+func (e eventConn) Async() Conn { return e.proxyConn }
+
+// Asyncer is implemented by the Conn handed to Event. Async returns a Conn
+// of the same connection whose Call works from another goroutine (one
+// Event starts; Event itself must not wait for it).
+type Asyncer interface {
+	Async() Conn
+}
+
+// Caller returns the Conn a goroutine started from Event calls with: c's
+// Async when c is Event's Conn, else c.
+func Caller(c Conn) Conn {
+	if a, ok := c.(Asyncer); ok {
+		return a.Async()
+	}
+	return c
+}
+
 // Session implements Conn.
 func (c *proxyConn) Session() *Session { return c.s }
 

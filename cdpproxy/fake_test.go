@@ -546,11 +546,6 @@ func TestCallIDRangeAndConsumedResponses(t *testing.T) {
 				return Verdict{Kind: Reply, Data: EmptyResult(m)}, nil
 			}
 			return Verdict{}, nil
-		}, ev: func(ctx context.Context, c Conn, m *Message) (Verdict, error) {
-			if _, err := c.Call(ctx, "", "X.y", nil); !errors.Is(err, ErrCallInEvent) {
-				return Verdict{}, fmt.Errorf("Call from Event: %v", err)
-			}
-			return Verdict{}, nil
 		}}
 	}
 	h := newHarness(t, fp.srv.URL, factory(ic), Options{})
@@ -809,5 +804,57 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in time")
 		}
 		time.Sleep(5 * time.Millisecond) // polling proxy state owned by other goroutines
+	}
+}
+
+// TestEventConnCallAndCaller: on the Conn handed to Event, Call is refused
+// at once (its response would have to be read by the goroutine blocked in
+// Event), and Caller gives the connection's Conn, whose Call works from a
+// goroutine Event starts.
+func TestEventConnCallAndCaller(t *testing.T) {
+	t.Parallel()
+	fp := newFakePeer(t, func(fc *fakeConn) {
+		for {
+			f, err := fc.read()
+			if err != nil || f.Header.OpCode == ws.OpClose {
+				return
+			}
+			var m struct {
+				ID     int64
+				Method string
+			}
+			json.Unmarshal(f.Payload, &m)
+			if m.Method == "Test.emit" {
+				fc.sendText(`{"method":"Test.happened","params":{}}`)
+			}
+			fc.sendText(fmt.Sprintf(`{"id":%d,"result":{"method":%q}}`, m.ID, m.Method))
+		}
+	})
+	inEvent, async := make(chan error, 1), make(chan string, 1)
+	ic := func() Interceptor {
+		return &funcInterceptor{ev: func(ctx context.Context, c Conn, m *Message) (Verdict, error) {
+			if m.Method != "Test.happened" {
+				return Verdict{}, nil
+			}
+			_, err := c.Call(ctx, "", "X.y", nil)
+			inEvent <- err
+			cc := Caller(c)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				res, err := cc.Call(ctx, "", "Browser.getVersion", nil)
+				async <- fmt.Sprintf("%s %v", res, err)
+			}()
+			return Verdict{}, nil
+		}}
+	}
+	h := newHarness(t, fp.srv.URL, factory(ic), Options{})
+	c := dialWS(t, h.browserWS(t), nil)
+	c.call(t, 1, "Test.emit", "", "")
+	if err := <-inEvent; !errors.Is(err, ErrCallInEvent) {
+		t.Fatalf("Call from Event: %v, want ErrCallInEvent", err)
+	}
+	if got := <-async; got != `{"method":"Browser.getVersion"} <nil>` {
+		t.Fatalf("Call through Caller from a goroutine: %s", got)
 	}
 }
