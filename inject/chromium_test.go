@@ -151,7 +151,7 @@ func (c *cdpConn) readLoop() {
 		}
 		m := &cdpproxy.Message{Raw: data, Method: hdr.Method, SessionID: hdr.SessionID}
 		c.track(m, hdr.Params)
-		v, err := c.in.Event(context.Background(), c, m)
+		v, err := c.in.Event(context.Background(), eventConn{c}, m)
 		if err != nil || v.Kind == cdpproxy.Drop {
 			continue
 		}
@@ -171,6 +171,17 @@ func (c *cdpConn) readLoop() {
 		}
 	}
 }
+
+// eventConn is the Conn the harness hands to Event: as the proxy's, its
+// Call is refused (the caller would wait for a response only this
+// goroutine can read) and Async gives the working one.
+type eventConn struct{ *cdpConn }
+
+func (eventConn) Call(context.Context, string, string, any) (json.RawMessage, error) {
+	return nil, cdpproxy.ErrCallInEvent
+}
+
+func (e eventConn) Async() cdpproxy.Conn { return e.cdpConn }
 
 // track is the proxy's session tracking, reduced to what inject reads.
 func (c *cdpConn) track(m *cdpproxy.Message, params json.RawMessage) {

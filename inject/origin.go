@@ -446,6 +446,7 @@ func (in *interceptor) prepareWorld(c cdpproxy.Conn, m *cdpproxy.Message) {
 	if busy {
 		return
 	}
+	c = cdpproxy.Caller(c) // Event's own Conn refuses Call
 	in.prep.Add(1)
 	go func() {
 		defer in.prep.Done()

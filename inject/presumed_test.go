@@ -358,7 +358,13 @@ func testWriteOnlyInCheckedWorld(t *testing.T, host string, presumed bool) {
 		v, err := in2.Command(context.Background(), spy, &cdpproxy.Message{Raw: raw, ID: id, HasID: true, Method: methodInsertText, SessionID: e2.sid})
 		done <- fmt.Sprintf("%s %v", v.Data, err)
 	}()
-	<-gv.entered // the write presumed acme's document and is resolving
+	select {
+	case <-gv.entered: // the write presumed acme's document and is resolving
+	case r := <-done:
+		t.Fatalf("the write did not presume acme's document (was its world readied?): %s", r)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the write never reached the vault")
+	}
 	cl3.must(at3.SessionID, "Page.navigate", map[string]any{"url": e.site.url(host, "/login?autofocus")})
 	deadline := time.Now().Add(15 * time.Second)
 	for !in.hasWorldOf(login, e2.sid) {
