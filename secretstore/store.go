@@ -147,7 +147,10 @@ func Open(ctx context.Context, o Options) (_ *Store, err error) {
 	s.db.SetMaxOpenConns(8)
 	s.db.SetMaxIdleConns(8)
 	s.db.SetConnMaxIdleTime(5 * time.Minute)
-	if err = s.db.PingContext(ctx); err != nil {
+	// The first connection to a fresh file switches it to WAL; SQLite answers
+	// a second process doing the same at that moment with SQLITE_BUSY at
+	// once, without the busy handler (seen in TestConcurrentOpenOfFreshStore).
+	if err = s.retryBusy(ctx, "open", func() error { return s.db.PingContext(ctx) }); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	if err = s.migrate(ctx); err != nil {
@@ -348,13 +351,20 @@ func (s *Store) write(ctx context.Context, durable bool, fn func(tx *sql.Tx) err
 		return ctx.Err()
 	}
 	defer func() { <-s.wsem }()
+	return s.retryBusy(ctx, "write", func() error { return s.tryTx(ctx, durable, fn) })
+}
+
+// retryBusy runs try until it succeeds, fails otherwise than with
+// SQLITE_BUSY/LOCKED, or has been busy maxWriteAttempts times, with
+// jittered exponential backoff in between.
+func (s *Store) retryBusy(ctx context.Context, what string, try func() error) error {
 	backoff := time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := s.tryTx(ctx, durable, fn)
+		err := try()
 		if err == nil || !isBusy(err) || attempt >= maxWriteAttempts {
 			return err
 		}
-		s.log.Debug("store busy, retrying write", "attempt", attempt)
+		s.log.Debug("store busy, retrying", "what", what, "attempt", attempt)
 		d := backoff/2 + rand.N(backoff)
 		if backoff < 200*time.Millisecond {
 			backoff *= 2
