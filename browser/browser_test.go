@@ -340,7 +340,14 @@ func TestRefusedOptions(t *testing.T) {
 func script(t *testing.T, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "fake-browser")
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+	// Held against fork while the file is open for writing: a parallel
+	// test's fork would otherwise inherit the descriptor until its exec,
+	// and executing the script meanwhile fails with ETXTBSY ("text file
+	// busy"; seen once in make test as an immediate Launch error).
+	syscall.ForkLock.RLock()
+	err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755)
+	syscall.ForkLock.RUnlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	return p
